@@ -1,0 +1,128 @@
+"""Command-line plumbing shared by latune's entry points, and the single-run CLI.
+
+User errors (bad config values, missing data) print as one line on stderr and exit with status 2,
+without a traceback, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from latune.config import ConfigError, describe_keys
+
+__all__ = ["UserError", "parse_overrides", "keys_help", "guarded", "write_json_atomic", "train_main"]
+
+
+class UserError(Exception):
+    """A bad command line; printed as one line, exit 2."""
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
+    """['attack.eps=0.03', ...] -> {'attack.eps': '0.03', ...}; values stay strings for config coercion."""
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set: expected key=value, got {pair!r}")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def keys_help() -> str:
+    """Every config key with its default and unit, for --help."""
+    rows = describe_keys()
+    width = max(len(k) for k, _, _ in rows)
+    lines = ["config keys (--set KEY=VALUE; None = data-set preset or derived):"]
+    lines += [f"  {key:<{width}}  {default:<14} {comment}" for key, default, comment in rows]
+    return "\n".join(lines)
+
+
+def guarded(main: Callable[[], int]) -> int:
+    """Run ``main``; user errors become one stderr line and exit status 2."""
+    from latune.data import DataError
+
+    try:
+        return main()
+    except (ConfigError, DataError, UserError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to ``path`` via a temp file and rename, so readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=1, allow_nan=True)
+    os.replace(tmp, path)
+
+
+def _format(metrics: dict[str, Any], keys: Sequence[str]) -> str:
+    return "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), (int, float)))
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m latune.train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train one model with PGD adversarial training and label augmentation.", epilog=keys_help())
+    parser.add_argument("--data", help="data set (shortcut for --set data.name=...): digits, mnist, cifar10, "
+                                       "cifar100, svhn, imagefolder")
+    parser.add_argument("--data-dir", help="root of downloaded data sets (default $LATUNE_DATA or ~/.cache/latune/data)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (repeatable), e.g. --set attack.eps=8/255")
+    parser.add_argument("--out", help="output directory (default runs/train-YYYYmmdd-HHMMSS)")
+    parser.add_argument("--quiet", action="store_true", help="print only the final metrics")
+    args = parser.parse_args(argv)
+
+    def main() -> int:
+        from latune.config import from_flat, resolve, to_flat
+
+        overrides: dict[str, Any] = parse_overrides(args.overrides)
+        if args.data:
+            overrides["data.name"] = args.data
+        if args.data_dir:
+            overrides["data.data_dir"] = args.data_dir
+        elif os.environ.get("LATUNE_DATA"):
+            overrides.setdefault("data.data_dir", os.environ["LATUNE_DATA"])
+        config = resolve(from_flat(overrides))  # every config error surfaces here, before any work
+
+        from latune.models import save_checkpoint
+        from latune.provenance import provenance
+        from latune.train import setup, train
+
+        run = setup(config)  # data errors surface here, still before anything is written
+        out = Path(args.out or time.strftime("runs/train-%Y%m%d-%H%M%S"))
+        out.mkdir(parents=True, exist_ok=True)
+        record: dict[str, Any] = {**provenance(), "config": to_flat(run.config), "epochs": [], "final": None}
+        print(f"latune.train: {config.data.name} ({len(run.data.train)} train / {len(run.data.val)} val / "
+              f"{len(run.data.test)} test images), {config.model.arch}, K={run.data.num_classes} M={run.num_extra}, "
+              f"eps={config.attack.eps:.4f}, delta={config.la.delta}, device={run.device}", flush=True)
+        for result in train(config, run=run):
+            record["epochs"].append(result.metrics)
+            write_json_atomic(out / "metrics.json", record)
+            if not args.quiet:
+                print(f"epoch {result.epoch:>3}/{config.optim.epochs}  " + _format(
+                    result.metrics, ["train_loss", "clean_acc", "robust_acc", "robust_class_error_sd",
+                                     "epoch_time_s", "images_per_s"]), flush=True)
+        record["final"] = record["epochs"][-1]
+        save_checkpoint(out / "model.pt", run.model, config=to_flat(run.config), extra={"final": {
+            k: v for k, v in record["final"].items() if isinstance(v, (int, float))}})
+        write_json_atomic(out / "metrics.json", record)
+        final = record["final"]
+        print("final (test split): " + _format(final, [
+            "test_clean_acc", "test_robust_acc", "test_clean_class_error_sd", "test_robust_class_error_sd",
+            "test_clean_worst_class_acc", "test_robust_worst_class_acc", "test_transform_acc"]))
+        print(f"wrote {out / 'metrics.json'} and {out / 'model.pt'}")
+        return 0
+
+    return guarded(main)

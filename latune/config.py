@@ -1,0 +1,347 @@
+"""One typed configuration for a latune run, and its flat dotted-key form.
+
+A run is described by nested frozen dataclasses (data, model, attack, la, optim, eval, plus seed and
+device). Sweeps, CLIs and MLflow speak the flat form: ``{"attack.eps": 0.03, "la.delta": 0.1, ...}``.
+``from_flat`` maps flat keys onto the dataclasses, coerces command-line strings, rejects unknown keys
+and checks every range and name; ``to_flat`` maps back. Any bad value raises ``ConfigError`` whose
+message is one line naming the field and what is allowed, before any data is loaded or run created.
+
+Settings left ``None`` are filled from the data set's preset by ``resolve`` (architecture, image
+size, batch size, epochs, ε, crop and flip), so ``--data cifar10`` alone gives the paper-scale run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "Config", "ConfigError", "DataConfig", "ModelConfig", "AttackConfig", "LAConfig", "OptimConfig",
+    "EvalConfig", "PRESETS", "from_flat", "to_flat", "resolve", "describe_keys",
+]
+
+DataName = Literal["digits", "mnist", "cifar10", "cifar100", "svhn", "imagefolder"]
+ArchName = Literal["small_cnn", "preact_resnet18", "wrn34_10", "resnet50"]
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; ``str(err)`` is one line naming the field and what is allowed."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: DataName = "digits"  # data set; digits (scikit-learn, embedded) needs no download
+    data_dir: str | None = None  # root of downloaded data sets; None -> $LATUNE_DATA or ~/.cache/latune/data
+    image_size: int | None = None  # side of the square images fed to the model, pixels; None -> preset
+    val_fraction: float = 0.15  # share of the training images held out for model selection
+    test_fraction: float = 0.15  # digits only: share of all images held out as the test split
+    batch_size: int | None = None  # training images per step; None -> preset
+    crop_padding: int | None = None  # random-crop zero padding, pixels; 0 = no crop; None -> preset
+    flip: bool | None = None  # random horizontal flips; None -> preset (off for digits, MNIST, SVHN)
+    limit_train: int = 0  # keep only this many training images (small mode); 0 = all
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: ArchName | None = None  # network; None -> preset
+    small_stem: bool | None = None  # resnet50 only: 3x3 stride-1 stem without max-pool; None -> when image <= 64 px
+    channels_last: bool = False  # NHWC memory format (faster convolutions on GPUs)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """The PGD l_inf attack used to make training examples (Madry et al. 2018)."""
+
+    eps: float | None = None  # l_inf radius in [0,1] pixel units; 0 = standard training; None -> preset
+    alpha: float | None = None  # PGD step size in [0,1] pixel units; None -> eps/4
+    steps: int = 10  # PGD iterations during training
+    random_start: bool = True  # start from a uniform point in the eps-ball
+    bn_eval: bool = True  # batch-norm in eval mode while attacking (statistics not polluted by the attack)
+    target: Literal["la", "class"] = "la"  # loss the attack raises: LA soft target over K+M logits, or class label only
+
+
+@dataclass(frozen=True)
+class LAConfig:
+    """Label augmentation (Amerehi & Healy, arXiv 2503.16179)."""
+
+    delta: float = 0.1  # share of the target given to the transformation label, in [0,1); 0 = LA off ("Adv")
+    transform_set: str = "augmix_ops"  # named set of transformations (latune.transforms.SETS), or "none"
+    m: int | None = None  # label granularity: the set's ops split into m label groups; None -> one label per op
+    p: float = 0.5  # probability that a training image is transformed (and labelled with its group)
+    severity: int = 3  # AugMix-style magnitude 1..10 of the transformations
+    perturbation_eps: float | None = None  # l_inf size of the fgsm/uniform_noise kinds; None -> attack.eps
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    epochs: int | None = None  # passes over the training split; None -> preset
+    lr: float = 0.1  # peak learning rate of SGD
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # L2 penalty
+    nesterov: bool = True  # Nesterov momentum
+    schedule: Literal["cosine", "multistep", "onecycle", "constant"] = "cosine"  # learning-rate schedule, per step
+    milestones: tuple[float, ...] = (0.5, 0.75)  # multistep: fractions of training where lr is multiplied by gamma
+    gamma: float = 0.1  # multistep decay factor
+    precision: Literal["fp32", "bf16"] = "fp32"  # training forward/backward (attack included); evaluation is fp32
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation: clean and PGD-k (PGD-40 by default) accuracy, class by class."""
+
+    eps: float | None = None  # l_inf radius of the evaluation attack; None -> attack.eps
+    alpha: float | None = None  # step size; None -> eps/4
+    steps: int = 40  # PGD iterations
+    restarts: int = 1  # random restarts; an image counts as robust only if it survives all
+    every: int = 1  # evaluate on the validation split every N epochs (the last epoch always)
+    max_images: int = 0  # evaluate on at most this many images per split (first N, fixed); 0 = all
+    batch_size: int = 256  # images per evaluation batch
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    la: LAConfig = field(default_factory=LAConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0  # seeds the split, the initialisation, batches, transformations and attacks
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda" or "cuda:N"
+
+    @property
+    def la_active(self) -> bool:
+        """LA is on when δ > 0 and a transformation set is named; otherwise the run is the "Adv" baseline."""
+        return self.la.delta > 0 and self.la.transform_set != "none"
+
+
+# Per-data-set defaults for the settings left None. Plain data: edit here to change a preset.
+PRESETS: dict[str, dict[str, Any]] = {
+    "digits": {"model.arch": "small_cnn", "data.image_size": 16, "data.batch_size": 64, "optim.epochs": 10,
+               "attack.eps": 0.1, "data.crop_padding": 1, "data.flip": False},
+    "mnist": {"model.arch": "small_cnn", "data.image_size": 28, "data.batch_size": 128, "optim.epochs": 10,
+              "attack.eps": 0.3, "data.crop_padding": 0, "data.flip": False},
+    "cifar10": {"model.arch": "preact_resnet18", "data.image_size": 32, "data.batch_size": 128,
+                "optim.epochs": 100, "attack.eps": 8 / 255, "data.crop_padding": 4, "data.flip": True},
+    "cifar100": {"model.arch": "preact_resnet18", "data.image_size": 32, "data.batch_size": 128,
+                 "optim.epochs": 100, "attack.eps": 8 / 255, "data.crop_padding": 4, "data.flip": True},
+    "svhn": {"model.arch": "preact_resnet18", "data.image_size": 32, "data.batch_size": 128,
+             "optim.epochs": 50, "attack.eps": 8 / 255, "data.crop_padding": 4, "data.flip": False},
+    "imagefolder": {"model.arch": "resnet50", "data.image_size": 64, "data.batch_size": 128,
+                    "optim.epochs": 90, "attack.eps": 4 / 255, "data.crop_padding": 8, "data.flip": True},
+}
+
+_SECTIONS = ("data", "model", "attack", "la", "optim", "eval")
+
+
+# ---------------------------------------------------------------- flat <-> nested
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _leaf_fields() -> dict[str, tuple[Any, Any]]:
+    """Flat key -> (type, default) for every setting, in declaration order."""
+    leaves: dict[str, tuple[Any, Any]] = {}
+    for name, typ in _field_types(Config).items():
+        if name in _SECTIONS:
+            section_defaults = typ()
+            for sub, sub_typ in _field_types(typ).items():
+                leaves[f"{name}.{sub}"] = (sub_typ, getattr(section_defaults, sub))
+        else:
+            leaves[name] = (typ, getattr(Config(), name))
+    return leaves
+
+
+def to_flat(config: Config) -> dict[str, Any]:
+    """Dotted-key dict of every setting (tuples become lists, so the dict is JSON/YAML-able)."""
+    flat: dict[str, Any] = {}
+    for key in _leaf_fields():
+        section, _, sub = key.partition(".")
+        value = getattr(getattr(config, section), sub) if sub else getattr(config, section)
+        flat[key] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def from_flat(flat: Mapping[str, Any] | None = None, *, base: Config | None = None) -> Config:
+    """Build a validated Config from dotted keys over ``base`` (defaults if None).
+
+    Values may be typed (from YAML or a sweep) or strings (from ``--set key=value``); strings are
+    parsed by the field's type ("8/255" for floats, "true"/"false", "none", comma lists).
+    """
+    leaves = _leaf_fields()
+    values = to_flat(base) if base is not None else {k: d for k, (_, d) in leaves.items()}
+    for key, raw in (flat or {}).items():
+        if key not in leaves:
+            close = difflib.get_close_matches(str(key), leaves, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{key}'{hint}; run with --help to list the keys")
+        values[key] = _coerce(key, leaves[key][0], raw)
+    sections: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
+    top: dict[str, Any] = {}
+    for key, value in values.items():
+        section, _, sub = key.partition(".")
+        if sub:
+            sections[section][sub] = _coerce(key, leaves[key][0], value)
+        else:
+            top[key] = _coerce(key, leaves[key][0], value)
+    types_ = _field_types(Config)
+    config = Config(**{s: types_[s](**kw) for s, kw in sections.items()}, **top)
+    validate(config)
+    return config
+
+
+def resolve(config: Config) -> Config:
+    """Fill settings left None from the data set's preset; the result is what a run records."""
+    preset = PRESETS[config.data.name]
+    flat = to_flat(config)
+    filled = {k: v for k, v in preset.items() if flat[k] is None}
+    return from_flat(filled, base=config) if filled else config
+
+
+# ---------------------------------------------------------------- parsing
+
+def _type_name(typ: Any) -> str:
+    origin = typing.get_origin(typ)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(typ)))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(typ))
+    if origin is tuple:
+        return f"list of {_type_name(typing.get_args(typ)[0])}"
+    return "none" if typ is type(None) else getattr(typ, "__name__", str(typ))
+
+
+def _coerce(key: str, typ: Any, raw: Any) -> Any:
+    """Value of ``raw`` as ``typ`` or ConfigError naming the key and the expected type."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(typ)
+        if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        concrete = [a for a in args if a is not type(None)]
+        if len(concrete) == 1:  # Optional[X]: X's own message names the allowed values
+            return _coerce(key, concrete[0], raw)
+        for arg in concrete:
+            try:
+                return _coerce(key, arg, raw)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(typ)}, got {raw!r}")
+    if origin is Literal:
+        allowed = typing.get_args(typ)
+        if raw in allowed:
+            return raw
+        raise ConfigError(f"{key}: unknown value {raw!r}; allowed: {', '.join(map(str, allowed))}")
+    if origin is tuple:
+        inner = typing.get_args(typ)[0]
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list of {_type_name(inner)}, got {raw!r}")
+        return tuple(_coerce(key, inner, item) for item in items if not (isinstance(item, str) and not item.strip()))
+    if typ is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+            return raw.strip().lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key}: expected true or false, got {raw!r}")
+    if typ is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+        if isinstance(raw, str):
+            try:
+                return int(raw.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {raw!r}")
+    if typ is float:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return float(raw)
+        if isinstance(raw, str):
+            text = raw.strip()
+            try:
+                if "/" in text:  # "8/255" is how papers write eps
+                    num, den = text.split("/")
+                    return float(num) / float(den)
+                return float(text)
+            except (ValueError, ZeroDivisionError):
+                pass
+        raise ConfigError(f"{key}: expected a number (e.g. 0.03 or 8/255), got {raw!r}")
+    if typ is str:
+        if isinstance(raw, str):
+            return raw
+        raise ConfigError(f"{key}: expected a string, got {raw!r}")
+    raise TypeError(f"unsupported config type {typ!r} for {key}")  # a bug in this module, not user input
+
+
+# ---------------------------------------------------------------- validation
+
+def _check(ok: bool, key: str, allowed: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: must be {allowed}, got {value!r}")
+
+
+def validate(config: Config) -> None:
+    """Raise ConfigError for the first out-of-range value or unknown name."""
+    from latune import transforms  # lazy: keeps `import latune.config` light
+
+    d, a, la, o, e = config.data, config.attack, config.la, config.optim, config.eval
+    for key, value in (("data.image_size", d.image_size), ("data.batch_size", d.batch_size),
+                       ("optim.epochs", o.epochs)):
+        _check(value is None or value >= 1, key, ">= 1", value)
+    _check(0 < d.val_fraction < 1, "data.val_fraction", "in (0, 1)", d.val_fraction)
+    _check(0 < d.test_fraction < 1, "data.test_fraction", "in (0, 1)", d.test_fraction)
+    _check(d.val_fraction + d.test_fraction < 1, "data.test_fraction", "< 1 - data.val_fraction", d.test_fraction)
+    _check(d.crop_padding is None or d.crop_padding >= 0, "data.crop_padding", ">= 0", d.crop_padding)
+    _check(d.limit_train >= 0, "data.limit_train", ">= 0 (0 = all)", d.limit_train)
+    for key, value in (("attack.eps", a.eps), ("eval.eps", e.eps), ("la.perturbation_eps", la.perturbation_eps)):
+        _check(value is None or 0 <= value <= 1, key, "in [0, 1] ([0,1] pixel units)", value)
+    for key, value in (("attack.alpha", a.alpha), ("eval.alpha", e.alpha)):
+        _check(value is None or 0 < value <= 1, key, "in (0, 1] or none (= eps/4)", value)
+    _check(a.steps >= 0, "attack.steps", ">= 0", a.steps)
+    _check(e.steps >= 0, "eval.steps", ">= 0", e.steps)
+    _check(e.restarts >= 1, "eval.restarts", ">= 1", e.restarts)
+    _check(e.every >= 1, "eval.every", ">= 1", e.every)
+    _check(e.max_images >= 0, "eval.max_images", ">= 0 (0 = all)", e.max_images)
+    _check(e.batch_size >= 1, "eval.batch_size", ">= 1", e.batch_size)
+    _check(0 <= la.delta < 1, "la.delta", "in [0, 1)", la.delta)
+    _check(0 <= la.p <= 1, "la.p", "in [0, 1]", la.p)
+    _check(1 <= la.severity <= 10, "la.severity", "in 1..10", la.severity)
+    if la.transform_set != "none" and la.transform_set not in transforms.SETS:
+        raise ConfigError(f"la.transform_set: unknown set {la.transform_set!r}; allowed: none, "
+                          + ", ".join(transforms.SETS))
+    if la.transform_set != "none":
+        size = len(transforms.SETS[la.transform_set])
+        _check(la.m is None or 1 <= la.m <= size, "la.m", f"in 1..{size} (size of set {la.transform_set!r})", la.m)
+    _check(o.lr > 0, "optim.lr", "> 0", o.lr)
+    _check(0 <= o.momentum < 1, "optim.momentum", "in [0, 1)", o.momentum)
+    _check(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
+    _check(all(0 < m < 1 for m in o.milestones), "optim.milestones", "fractions in (0, 1)", list(o.milestones))
+    _check(0 < o.gamma <= 1, "optim.gamma", "in (0, 1]", o.gamma)
+    _check(not (o.nesterov and o.momentum == 0), "optim.nesterov", "false when optim.momentum is 0", o.nesterov)
+    _check(config.seed >= 0, "seed", ">= 0", config.seed)
+    dev = config.device
+    _check(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()), "device",
+           "one of auto, cpu, cuda, cuda:N", dev)
+
+
+def describe_keys() -> list[tuple[str, str, str]]:
+    """(flat key, default, comment) for every setting; the CLIs print this for --help."""
+    import inspect
+
+    comments: dict[str, str] = {}
+    for cls_name, cls in (("", Config), *((s, t) for s, t in _field_types(Config).items() if s in _SECTIONS)):
+        for line in inspect.getsource(cls).splitlines():
+            name, sep, rest = line.strip().partition(":")
+            if sep and "#" in rest and name.isidentifier():
+                comments[f"{cls_name}.{name}" if cls_name else name] = rest.split("#", 1)[1].strip()
+    return [(key, repr(default), comments.get(key, "")) for key, (_, default) in _leaf_fields().items()]
