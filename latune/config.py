@@ -80,7 +80,7 @@ class LAConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     epochs: int | None = None  # passes over the training split; None -> preset
-    lr: float = 0.1  # peak learning rate of SGD
+    lr: float | None = None  # peak learning rate of SGD; None -> preset
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 5e-4  # L2 penalty
     nesterov: bool = True  # Nesterov momentum
@@ -122,17 +122,17 @@ class Config:
 
 # Per-data-set defaults for the settings left None. Plain data: edit here to change a preset.
 PRESETS: dict[str, dict[str, Any]] = {
-    "digits": {"model.arch": "small_cnn", "data.image_size": 16, "data.batch_size": 64, "optim.epochs": 10,
+    "digits": {"optim.lr": 0.02, "model.arch": "small_cnn", "data.image_size": 16, "data.batch_size": 64, "optim.epochs": 10,
                "attack.eps": 0.1, "data.crop_padding": 1, "data.flip": False},
-    "mnist": {"model.arch": "small_cnn", "data.image_size": 28, "data.batch_size": 128, "optim.epochs": 10,
+    "mnist": {"optim.lr": 0.02, "model.arch": "small_cnn", "data.image_size": 28, "data.batch_size": 128, "optim.epochs": 10,
               "attack.eps": 0.3, "data.crop_padding": 0, "data.flip": False},
-    "cifar10": {"model.arch": "preact_resnet18", "data.image_size": 32, "data.batch_size": 128,
+    "cifar10": {"optim.lr": 0.1, "model.arch": "preact_resnet18", "data.image_size": 32, "data.batch_size": 128,
                 "optim.epochs": 100, "attack.eps": 8 / 255, "data.crop_padding": 4, "data.flip": True},
-    "cifar100": {"model.arch": "preact_resnet18", "data.image_size": 32, "data.batch_size": 128,
+    "cifar100": {"optim.lr": 0.1, "model.arch": "preact_resnet18", "data.image_size": 32, "data.batch_size": 128,
                  "optim.epochs": 100, "attack.eps": 8 / 255, "data.crop_padding": 4, "data.flip": True},
-    "svhn": {"model.arch": "preact_resnet18", "data.image_size": 32, "data.batch_size": 128,
+    "svhn": {"optim.lr": 0.01, "model.arch": "preact_resnet18", "data.image_size": 32, "data.batch_size": 128,
              "optim.epochs": 50, "attack.eps": 8 / 255, "data.crop_padding": 4, "data.flip": False},
-    "imagefolder": {"model.arch": "resnet50", "data.image_size": 64, "data.batch_size": 128,
+    "imagefolder": {"optim.lr": 0.1, "model.arch": "resnet50", "data.image_size": 64, "data.batch_size": 128,
                     "optim.epochs": 90, "attack.eps": 4 / 255, "data.crop_padding": 8, "data.flip": True},
 }
 
@@ -322,7 +322,7 @@ def validate(config: Config) -> None:
     if la.transform_set != "none":
         size = len(transforms.SETS[la.transform_set])
         _check(la.m is None or 1 <= la.m <= size, "la.m", f"in 1..{size} (size of set {la.transform_set!r})", la.m)
-    _check(o.lr > 0, "optim.lr", "> 0", o.lr)
+    _check(o.lr is None or o.lr > 0, "optim.lr", "> 0", o.lr)
     _check(0 <= o.momentum < 1, "optim.momentum", "in [0, 1)", o.momentum)
     _check(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
     _check(all(0 < m < 1 for m in o.milestones), "optim.milestones", "fractions in (0, 1)", list(o.milestones))
