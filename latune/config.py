@@ -98,7 +98,7 @@ class EvalConfig:
     alpha: float | None = None  # step size; None -> eps/4
     steps: int = 40  # PGD iterations
     restarts: int = 1  # random restarts; an image counts as robust only if it survives all
-    every: int = 1  # evaluate on the validation split every N epochs (the last epoch always)
+    every: int = 1  # evaluate on the validation split every N epochs (and always on the first and last)
     max_images: int = 0  # evaluate on at most this many images per split (first N, fixed); 0 = all
     batch_size: int = 256  # images per evaluation batch
 

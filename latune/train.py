@@ -193,7 +193,7 @@ def train(config: Config, *, resume: dict[str, Any] | None = None, run: RunSetup
             "images_per_s": seen / seconds,
         }
         last = epoch + 1 == c.optim.epochs
-        if last or (epoch + 1) % c.eval.every == 0:
+        if last or epoch == start_epoch or (epoch + 1) % c.eval.every == 0:
             latest_eval = evaluate(model, data.val, **eval_kwargs)
             latest_eval["eval_epoch"] = epoch + 1
             latest_eval["eval_time_s"] = time.perf_counter() - started - seconds

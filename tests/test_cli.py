@@ -1,0 +1,73 @@
+"""The single-run CLI, run for real in a subprocess (as users run it)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from latune.config import describe_keys
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "latune.train", *args], capture_output=True, text=True,
+                          timeout=600, cwd=cwd)
+
+
+@pytest.mark.slow
+def test_adversarial_training_on_digits_beats_an_undefended_model(tmp_path):
+    defended = _cli("--data", "digits", "--out", str(tmp_path / "la"), "--set", "optim.epochs=4",
+                    "--set", "la.delta=0.1", "--set", "attack.eps=0.1")
+    assert defended.returncode == 0, defended.stderr
+    undefended = _cli("--data", "digits", "--out", str(tmp_path / "std"), "--set", "optim.epochs=4",
+                      "--set", "attack.eps=0", "--set", "eval.eps=0.1", "--quiet")
+    assert undefended.returncode == 0, undefended.stderr
+
+    record = json.loads((tmp_path / "la" / "metrics.json").read_text())
+    baseline = json.loads((tmp_path / "std" / "metrics.json").read_text())["final"]
+    final = record["final"]
+    assert final["test_clean_acc"] > 0.8
+    assert final["test_robust_acc"] > baseline["test_robust_acc"] + 0.2, (final["test_robust_acc"],
+                                                                        baseline["test_robust_acc"])
+    assert (tmp_path / "la" / "model.pt").is_file()
+    assert "epoch   4/4" in defended.stdout and "final (test split)" in defended.stdout
+    assert len(record["epochs"]) == 4 and record["config"]["la.delta"] == 0.1 and record["latune_version"]
+    for prefix in ("", "test_"):
+        for kind in ("clean", "robust"):
+            for metric in ("acc", "class_error", "class_error_mean", "class_error_sd", "worst_class_acc"):
+                assert f"{prefix}{kind}_{metric}" in final
+        assert f"{prefix}transform_acc" in final
+    for key in ("train_loss", "train_acc", "epoch_time_s", "images_per_s", "lr", "eval_epoch"):
+        assert key in final
+
+
+def test_help_lists_every_config_key():
+    result = _cli("--help")
+    assert result.returncode == 0
+    for key, _, _ in describe_keys():
+        assert key in result.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--set", "attack.eps=-1"], "error: attack.eps: must be in [0, 1]"),
+    (["--set", "la.delta=1"], "error: la.delta: must be in [0, 1)"),
+    (["--set", "attack.epz=0.1"], "error: unknown config key 'attack.epz'"),
+    (["--data", "imagenet"], "error: data.name: unknown value 'imagenet'; allowed: digits"),
+    (["--set", "la.transform_set=nope"], "error: la.transform_set: unknown set 'nope'"),
+    (["--set", "novalue"], "error: --set: expected key=value"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragment):
+    out = tmp_path / "out"
+    result = _cli(*args, "--out", str(out))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(fragment) and result.stderr.strip().count("\n") == 0, result.stderr
+    assert not out.exists()
+
+
+def test_missing_data_set_offline_says_where_to_put_it(tmp_path):
+    out = tmp_path / "out"
+    result = _cli("--data", "svhn", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    if result.returncode == 0:
+        pytest.skip("SVHN could be downloaded here")
+    assert result.returncode == 2 and str(tmp_path / "data") in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and not out.exists()
