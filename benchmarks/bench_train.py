@@ -40,7 +40,6 @@ model-FLOP utilisation; see ``count_train_flops`` for exactly what is counted.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -62,7 +61,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from latune import attacks, labels  # noqa: E402
+from latune import attacks  # noqa: E402
 from latune import data as ldata  # noqa: E402
 from latune.config import from_flat  # noqa: E402
 from latune.data import DataBundle, Split, augment_batch, iterate_batches  # noqa: E402
@@ -331,9 +330,11 @@ def count_train_flops(arch: str, bundle: DataBundle, steps: int, batch: int = 2)
             model(x)
 
     def attack_step() -> None:
+        # backward() with frozen parameters asks for the same gradients as attacks.pgd's autograd.grad (which
+        # FlopCounterMode's module hooks do not support): only the input's.
         with attacks.attack_mode(model):
             xa = x.clone().requires_grad_(True)
-            torch.autograd.grad(F.cross_entropy(model(xa), y, reduction="sum"), xa)
+            F.cross_entropy(model(xa), y, reduction="sum").backward()
 
     def train_step() -> None:
         F.cross_entropy(model(x), y).backward()
@@ -356,17 +357,17 @@ def measure_bf16_preact(args: argparse.Namespace, device: torch.device, images: 
     arch = "preact_resnet18"
     bundle = make_bundle(images, targets, device, args.eval_images)
     flops = count_train_flops(arch, make_bundle(images[:8], targets[:8], torch.device("cpu"), 8), STEPS)
-    loops = {name: LatuneLoop(bundle, arch=arch, la=la, epochs=1 + args.repeats, batch_size=args.batch_size,
+    loops = {name: LatuneLoop(bundle, arch=arch, la=la, epochs=args.warmup + args.repeats, batch_size=args.batch_size,
                               eval_images=args.eval_images, seed=args.seed, device=device, precision="bf16",
                               channels_last=True)
              for name, la in (("latune", False), ("latune_la", True))}
     samples: dict[str, list[float]] = {name: [] for name in loops}
-    for round_ in range(1 + args.repeats):
+    for round_ in range(args.warmup + args.repeats):
         for name, loop in loops.items():
             ips = loop.epoch()
-            if round_ > 0:
+            if round_ >= args.warmup:
                 samples[name].append(ips)
-            log(f"  [{arch} bf16 channels_last] round {round_}{' (warm-up)' if round_ == 0 else ''} "
+            log(f"  [{arch} bf16 channels_last] round {round_}{' (warm-up)' if round_ < args.warmup else ''} "
                 f"{name}: {ips:.1f} img/s")
     peak = args.peak_tflops * 1e12
     out: dict[str, Any] = {
@@ -399,7 +400,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=2048, help="training images per epoch (default 2048)")
     p.add_argument("--repeats", type=int, default=5, help="timed epochs per variant after 1 warm-up (default 5)")
-    p.add_argument("--quick", action="store_true", help="smoke test: 256 images, 1 repeat, one DataLoader setting")
+    p.add_argument("--warmup", type=int, default=1, help="untimed epochs per variant before the timed ones (default 1)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 256 images, no warm-up, 1 repeat, DataLoader without workers only")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                    help="torch.set_num_threads for every variant (default: the CPUs this process may use)")
@@ -418,15 +421,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="peak dense bf16 TFLOP/s of the device for MFU (default 989: H100 SXM)")
     args = p.parse_args(argv)
     if args.quick:
-        args.images, args.repeats, args.mfu_images = 256, 1, min(args.mfu_images, 512)
+        args.images, args.repeats, args.warmup, args.mfu_images = 256, 1, 0, min(args.mfu_images, 512)
         if args.variants == ",".join(VARIANTS):
             args.variants = "public_w0,torchattacks,latune,latune_la"
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
         p.error(f"unknown variants {unknown}; allowed: {', '.join(VARIANTS)}")
-    if args.images < args.batch_size or args.repeats < 1 or args.threads < 1:
-        p.error("need --images >= --batch-size, --repeats >= 1 and --threads >= 1")
+    if args.images < args.batch_size or args.repeats < 1 or args.threads < 1 or args.warmup < 0:
+        p.error("need --images >= --batch-size, --repeats >= 1, --warmup >= 0 and --threads >= 1")
     return args
 
 
@@ -436,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     base: dict[str, Any] = {
         "benchmark": "bench_train", "device": str(device), "torch": torch.__version__,
         "python": platform.python_version(), "threads": args.threads, "images": args.images,
-        "repeats": args.repeats, "quick": args.quick,
+        "repeats": args.repeats, "warmup": args.warmup, "quick": args.quick,
     }
     if device.type == "cuda" and not torch.cuda.is_available():
         log(f"bench_train: --device {args.device} requested but CUDA is not available here; skipped "
@@ -446,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     images, targets, source = load_images(args.images, args.seed, args.data_root)
     bundle = make_bundle(images, targets, device, args.eval_images)
-    epochs = 1 + args.repeats
+    epochs = args.warmup + args.repeats
     common = dict(arch=args.arch, epochs=epochs, batch_size=args.batch_size, eval_images=args.eval_images,
                   seed=args.seed, device=device)
 
@@ -460,14 +463,14 @@ def main(argv: list[str] | None = None) -> int:
     loops = {name: builders[name]() for name in VARIANTS if name in args.variants}
     log(f"bench_train: {args.images} images ({source}), 32x32x3, {args.arch}, batch {args.batch_size}, PGD-{STEPS} "
         f"eps 8/255 alpha 2/255, device {device}, torch threads {torch.get_num_threads()}, "
-        f"1 warm-up + {args.repeats} timed epochs per variant, interleaved")
+        f"{args.warmup} warm-up + {args.repeats} timed epochs per variant, interleaved")
     samples: dict[str, list[float]] = {name: [] for name in loops}
     for round_ in range(epochs):
         for name, loop in loops.items():
             ips = loop.epoch()
-            if round_ > 0:
+            if round_ >= args.warmup:
                 samples[name].append(ips)
-            log(f"  round {round_}{' (warm-up)' if round_ == 0 else ''} {name:13s} {ips:8.1f} img/s")
+            log(f"  round {round_}{' (warm-up)' if round_ < args.warmup else ''} {name:13s} {ips:8.1f} img/s")
 
     ips = {name: statistics.median(values) for name, values in samples.items()}
     public = {name: ips[name] for name in ("public_w0", "public_w2") if name in ips}

@@ -1,0 +1,297 @@
+"""Run a named sweep on Ray Tune: ``python -m latune.sweep delta_eps_grid [--data cifar10] ...``.
+
+Grid sweeps use Tune's grid search; ``algorithm: optuna`` sweeps use OptunaSearch with one objective
+per metric (multi-objective; NSGA-II by default) persisted in Optuna RDB storage (sqlite beside the
+results by default) so they survive restarts and ``optuna-dashboard`` opens them. The sweep ends by
+writing ``results.parquet`` and printing the Pareto front.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from latune.cli import UserError, guarded, parse_overrides
+from latune.config import ConfigError
+from latune.sweepfile import SweepSpec, grid_points, load_sweep, shipped_sweeps_dir
+
+__all__ = ["SweepOutcome", "run_sweep", "plan_resources", "main"]
+
+DEFAULT_STORAGE = "runs"
+AUTO_GPU_SHARE = 0.25  # resources.gpu: auto packs four trials per GPU when the cluster has GPUs
+
+
+@dataclass
+class SweepOutcome:
+    experiment_path: str  # Tune's experiment folder (results.parquet is written there)
+    results_path: str
+    table: Any  # pandas.DataFrame, one row per trial
+    interrupted: bool
+
+
+def plan_resources(spec: SweepSpec, cluster: dict[str, float]) -> tuple[float, float, int]:
+    """(cpu, gpu per trial, max concurrent trials) that fit ``cluster`` (Ray's cluster_resources()).
+
+    A GPU request on a cluster without GPUs is an error (Ray would wait forever for it); ``auto``
+    falls back to CPU with a note. Concurrency is capped to what fits, so Optuna asks for no more
+    trials than can run.
+    """
+    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    gpu = spec.gpu
+    if gpu == "auto":
+        gpu = AUTO_GPU_SHARE if gpus > 0 else 0.0
+    if gpu > 0 and gpus == 0:
+        raise ConfigError(f"resources.gpu: {gpu} GPU per trial requested but the Ray cluster has no GPU; "
+                          "set resources.gpu to 0 (--gpu 0) or auto")
+    if gpu > gpus:
+        raise ConfigError(f"resources.gpu: {gpu} GPU per trial is more than the cluster's {gpus:g} GPUs")
+    if spec.cpu > cpus:
+        raise ConfigError(f"resources.cpu: {spec.cpu:g} CPUs per trial is more than the cluster's {cpus:g} CPUs")
+    fits = math.floor(cpus / spec.cpu + 1e-9)
+    if gpu > 0:
+        fits = min(fits, math.floor(gpus / gpu + 1e-9))
+    concurrent = min(fits, spec.max_concurrent) if spec.max_concurrent else fits
+    return spec.cpu, gpu, max(1, concurrent)
+
+
+def _tune_space(spec: SweepSpec) -> dict[str, Any]:
+    from ray import tune
+
+    space: dict[str, Any] = dict(spec.base)
+    for dim in spec.space:
+        if dim.kind == "grid":
+            space[dim.key] = tune.grid_search(list(dim.values))
+        elif dim.kind == "choice":
+            space[dim.key] = tune.choice(list(dim.values))
+        elif dim.kind == "uniform":
+            space[dim.key] = tune.uniform(*dim.values)
+        elif dim.kind == "loguniform":
+            space[dim.key] = tune.loguniform(*dim.values)
+        else:
+            space[dim.key] = tune.randint(int(dim.values[0]), int(dim.values[1]) + 1)  # Tune's upper bound is exclusive
+    return space
+
+
+def _optuna_search(spec: SweepSpec, storage_url: str, study_name: str, concurrent: int):
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    class _FailAwareOptunaSearch(OptunaSearch):
+        """Tells Optuna FAIL for an errored trial even if it reported epochs before failing, and for NaN
+        objectives (Ray's version tells COMPLETE, or leaves the trial RUNNING when tell() raises)."""
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            values = [None if result is None else result.get(m) for m in self._metric]
+            bad = any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values)
+            if trial_id in self._ot_trials and trial_id not in self._completed_trials and (error or bad):
+                self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
+                self._completed_trials.add(trial_id)
+                return
+            super().on_trial_complete(trial_id, result, error)
+
+    samplers = {"nsga2": optuna.samplers.NSGAIISampler, "tpe": optuna.samplers.TPESampler,
+                "random": optuna.samplers.RandomSampler}
+    search = _FailAwareOptunaSearch(
+        metric=list(spec.objectives), mode=list(spec.objectives.values()), sampler=samplers[spec.sampler](seed=spec.seed),
+        study_name=study_name, storage=optuna.storages.RDBStorage(storage_url))
+    return ConcurrencyLimiter(search, max_concurrent=concurrent)
+
+
+def _experiment_name(spec: SweepSpec) -> str:
+    return f"{spec.name}-{spec.base['data.name']}"
+
+
+def _latest_experiment(storage: str, prefix: str) -> str | None:
+    matches = sorted(glob.glob(os.path.join(storage, f"{prefix}-*")), key=os.path.getmtime)
+    return os.path.basename(matches[-1]) if matches else None
+
+
+def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | None = None, resume: bool = False,
+              address: str | None = None, optuna_storage: str | None = None, verbose: int = 1) -> SweepOutcome:
+    """Run (or resume) a sweep; returns its results table. Starts a local Ray unless ``address``."""
+    import ray
+    from ray import tune
+
+    from latune.results import results_table, trial_row, write_parquet
+    from latune.trainable import train_trial
+
+    # a checkpoint every epoch from several trials makes Tune warn about state snapshots; expected here
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    remote = "://" in storage
+    storage = storage if remote else os.path.abspath(storage)  # Tune changes directories: keep paths absolute
+    prefix = _experiment_name(spec)
+    if resume and name is None:
+        name = None if remote else _latest_experiment(storage, prefix)
+        if name is None:
+            raise UserError(f"--resume: no earlier run of {prefix} under {storage}; pass --name")
+    name = name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    experiment_path = f"{storage.rstrip('/')}/{name}"
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 1,
+                 **({} if address else {"num_cpus": os.cpu_count()}))
+    cpu, gpu, concurrent = plan_resources(spec, ray.cluster_resources())
+    trainable = tune.with_resources(tune.with_parameters(train_trial), {"cpu": cpu, "gpu": gpu})
+    epochs = _resolved_epochs(spec)
+
+    if not remote:
+        os.makedirs(experiment_path, exist_ok=True)
+    study_url = optuna_storage or (f"sqlite:///{experiment_path}/optuna.db" if not remote else None)
+    if spec.algorithm == "optuna" and study_url is None:
+        raise UserError("--optuna-storage URL is required when --storage is remote")
+
+    if resume and tune.Tuner.can_restore(experiment_path):
+        tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=False)
+    else:  # fresh, or interrupted before Tune saved any state (Tuner.restore cannot handle that)
+        search_alg = _optuna_search(spec, study_url, name, concurrent) if spec.algorithm == "optuna" else None
+        tuner = tune.Tuner(
+            trainable, param_space=_tune_space(spec),
+            tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=spec.num_samples,
+                                        max_concurrent_trials=None if search_alg else concurrent, reuse_actors=False),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage, verbose=verbose,
+                failure_config=tune.FailureConfig(max_failures=spec.max_retries),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+    grid = tuner.fit()
+
+    rows = []
+    for result in grid:
+        history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+        config = {k: v for k, v in (result.config or {}).items()}
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        error = f"{type(result.error).__name__}: {result.error}".splitlines()[0] if result.error else None
+        rows.append(trial_row(trial_id, config, history, spec.objectives, error, epochs))
+    table = results_table(rows, spec.objectives)
+    results_path = write_parquet(table, experiment_path)
+    interrupted = bool(len(table)) and bool((table["status"] == "UNFINISHED").any())
+    return SweepOutcome(experiment_path=experiment_path, results_path=results_path, table=table,
+                        interrupted=interrupted)
+
+
+def _resolved_epochs(spec: SweepSpec) -> int:
+    from latune.config import from_flat, resolve
+
+    return resolve(from_flat(spec.base)).optim.epochs
+
+
+def _dry_run(spec: SweepSpec, storage: str) -> str:
+    lines = [f"sweep {spec.name}: {spec.description}", f"file: {spec.path}",
+             f"search: {spec.algorithm}" + (f" (sampler {spec.sampler}, seed {spec.seed})" if spec.algorithm == "optuna"
+                                            else ""),
+             "objectives: " + ", ".join(f"{m} {d}" for m, d in spec.objectives.items()),
+             f"resources per trial: cpu {spec.cpu:g}, gpu {spec.gpu}; max_concurrent {spec.max_concurrent or 'auto'}; "
+             f"max_retries {spec.max_retries}; epochs {_resolved_epochs(spec)}",
+             "base: " + ", ".join(f"{k}={v}" for k, v in spec.base.items())]
+    sampled = [d for d in spec.space if d.kind != "grid"]
+    if spec.algorithm == "grid":
+        points = grid_points(spec)
+        lines.append(f"trials: {len(points) * spec.num_samples} ({len(points)} grid points x {spec.num_samples})")
+        lines += [f"  {i:>3}  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in p.items()) for i, p in enumerate(points)]
+    else:
+        lines.append(f"trials: {spec.num_samples} sampled by Optuna")
+    lines += [f"  {d.key}: {d.kind} {list(d.values)}" for d in sampled]
+    lines.append(f"results would go under {os.path.abspath(storage)}/{_experiment_name(spec)}-<time>")
+    return "\n".join(lines)
+
+
+def _list_sweeps() -> str:
+    folders = [Path.cwd() / "sweeps", shipped_sweeps_dir()]
+    seen: dict[str, str] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.yaml")):
+            if path.stem not in seen:
+                try:
+                    seen[path.stem] = load_sweep(str(path)).description
+                except ConfigError as err:
+                    seen[path.stem] = f"(invalid: {err})"
+    width = max(map(len, seen), default=0)
+    return "\n".join(f"{name:<{width}}  {text}" for name, text in seen.items())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m latune.sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep", nargs="?", help="sweep NAME (./sweeps/NAME.yaml, else shipped) or PATH to a YAML")
+    parser.add_argument("--data", help="data set and its preset: digits (default), mnist, cifar10, cifar100, svhn, "
+                                       "imagefolder")
+    parser.add_argument("--data-dir", help="root of downloaded data sets (default $LATUNE_DATA)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="fix a config key for every trial (pins it if the sweep searches it); repeatable")
+    parser.add_argument("--num-samples", type=int, help="Optuna: number of trials; grid: repeats of the grid")
+    parser.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit)")
+    parser.add_argument("--cpu", type=float, help="CPUs per trial (overrides the sweep file)")
+    parser.add_argument("--gpu", help="GPUs per trial: a fraction (0.25 = four trials per GPU), a count, or auto")
+    parser.add_argument("--address", help="Ray cluster address: auto or HOST:PORT (default: start a local Ray)")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help="results folder or URI such as s3://bucket/path "
+                                                                   "(default ./runs)")
+    parser.add_argument("--optuna-storage", help="Optuna RDB URL (default sqlite in the experiment folder)")
+    parser.add_argument("--name", help="experiment name (default SWEEP-DATA-TIME; --resume: the latest)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    parser.add_argument("--dry-run", action="store_true", help="validate, print trials and resources, run nothing")
+    parser.add_argument("--list", action="store_true", help="list the sweeps with their descriptions")
+    parser.add_argument("--verbose", type=int, default=1, help="Tune's verbosity 0-3")
+    args = parser.parse_args(argv)
+
+    def run() -> int:
+        if args.list:
+            print(_list_sweeps())
+            return 0
+        if not args.sweep:
+            raise UserError("name a sweep (python -m latune.sweep --list shows them)")
+        overrides: dict[str, Any] = parse_overrides(args.overrides)
+        if args.data_dir or os.environ.get("LATUNE_DATA"):
+            overrides["data.data_dir"] = os.path.abspath(args.data_dir or os.environ["LATUNE_DATA"])
+        spec = load_sweep(args.sweep, data=args.data or "digits", overrides=overrides)
+        changes: dict[str, Any] = {}
+        for flag, field_name, low in (("num_samples", "num_samples", 1), ("max_concurrent", "max_concurrent", 1)):
+            value = getattr(args, flag)
+            if value is not None:
+                if value < low:
+                    raise UserError(f"--{flag.replace('_', '-')}: must be >= {low}, got {value}")
+                changes[field_name] = value
+        if args.cpu is not None:
+            if args.cpu <= 0:
+                raise UserError(f"--cpu: must be > 0, got {args.cpu}")
+            changes["cpu"] = args.cpu
+        if args.gpu is not None:
+            try:
+                changes["gpu"] = "auto" if args.gpu == "auto" else float(args.gpu)
+            except ValueError:
+                raise UserError(f"--gpu: must be auto or a number, got {args.gpu!r}") from None
+            if changes["gpu"] != "auto" and changes["gpu"] < 0:
+                raise UserError(f"--gpu: must be >= 0, got {args.gpu}")
+        spec = replace(spec, **changes)
+        if args.dry_run:
+            print(_dry_run(spec, args.storage))
+            return 0
+        outcome = run_sweep(spec, storage=args.storage, name=args.name, resume=args.resume, address=args.address,
+                            optuna_storage=args.optuna_storage, verbose=args.verbose)
+        from latune.results import format_front
+
+        table = outcome.table
+        counts = table["status"].value_counts().to_dict() if len(table) else {}
+        print(format_front(table, spec.objectives, [d.key for d in spec.space]))
+        print("trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
+        for _, row in table[table["status"] == "ERROR"].iterrows():
+            print(f"  {row['trial_id']} failed: {row['error']}")
+        print(f"results: {outcome.results_path}\nTune: {outcome.experiment_path}")
+        if outcome.interrupted:
+            print(f"interrupted: continue with python -m latune.sweep {args.sweep} --resume "
+                  f"--name {Path(outcome.experiment_path).name}")
+            return 130
+        return 0
+
+    return guarded(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Sweep files (``sweeps/*.yaml``): parsing and complete validation before anything runs.
+
+A sweep file names a search over latune's config keys; its format (documented in README):
+
+    name: delta_eps_grid
+    description: one line shown by --list
+    base:                                 # dotted config keys fixed for every trial
+      la.transform_set: augmix_ops
+      eval.eps: {preset: attack.eps}      # the data set's preset value of a key (times: F to scale it)
+    space:                                # dotted config keys searched
+      la.delta: [0.0, 0.1, 0.3]           # a plain list is a grid
+      attack.eps: {grid: [0, 0.5, 1], scale: preset}   # values times the data set's preset
+      optim.lr: {loguniform: [0.005, 0.05]}
+      la.transform_set: {choice: [augmix_ops, geometric]}
+      la.m: {int: [1, 3]}                 # inclusive integer range
+    search: {algorithm: grid | optuna, sampler: nsga2 | tpe | random, seed: 0, num_samples: 1, max_concurrent: 0}
+    objectives: {clean_acc: max, robust_acc: max, robust_class_error_sd: min}
+    resources: {cpu: 1, gpu: 0}           # per trial; gpu may be a fraction (0.25 packs 4 trials per GPU) or "auto"
+    max_retries: 0                        # retries of a trial that raised
+    epochs: null                          # optim.epochs for every trial; null = the data set's preset
+
+Every value a trial could get is checked with the config's own validation (``latune.config``), and
+so is every combination of the discrete dimensions, so a sweep never fails half-way on bad input.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from latune.config import PRESETS, ConfigError, from_flat
+
+__all__ = ["Dimension", "SweepSpec", "load_sweep", "parse_sweep", "resolve_sweep_path", "shipped_sweeps_dir",
+           "trial_overrides", "grid_points"]
+
+Kind = Literal["grid", "choice", "uniform", "loguniform", "int"]
+_KINDS = ("grid", "choice", "uniform", "loguniform", "int")
+_TOP_KEYS = ("name", "description", "base", "space", "search", "objectives", "resources", "max_retries", "epochs")
+_SEARCH_KEYS = ("algorithm", "sampler", "seed", "num_samples", "max_concurrent")
+_MAX_COMBINATIONS = 100_000  # discrete combinations checked one by one
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched config key."""
+
+    key: str  # dotted config key
+    kind: Kind  # grid (every value, Tune grid search), choice (sampled), uniform, loguniform, int (inclusive)
+    values: tuple[Any, ...]  # grid/choice: the values; ranges: (low, high)
+    scale: bool = False  # numeric values are multiples of the data set's preset value of this key
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str  # sweep name (the file's stem by default)
+    description: str  # one line
+    base: dict[str, Any]  # dotted keys fixed for every trial
+    space: tuple[Dimension, ...]  # searched keys
+    algorithm: Literal["grid", "optuna"] = "grid"  # grid: Tune's grid search; optuna: OptunaSearch
+    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"  # Optuna sampler
+    seed: int = 0  # sampler seed
+    num_samples: int = 1  # grid: repeats of the grid; optuna: trials
+    max_concurrent: int = 0  # trials at once; 0 = as many as the resources allow
+    objectives: dict[str, Literal["max", "min"]] = field(default_factory=lambda: {
+        "clean_acc": "max", "robust_acc": "max", "robust_class_error_sd": "min"})
+    cpu: float = 1.0  # CPUs per trial (also the trial's torch threads)
+    gpu: float | Literal["auto"] = 0.0  # GPUs per trial; a fraction packs trials on a GPU; auto = 0.25 if any
+    max_retries: int = 0  # retries of a failing trial
+    epochs: int | None = None  # optim.epochs for all trials; None = preset
+    path: str | None = None  # the file it came from
+
+
+def shipped_sweeps_dir() -> Path:
+    return Path(__file__).resolve().parent / "sweeps"
+
+
+def resolve_sweep_path(name_or_path: str) -> Path:
+    """A path as given; a NAME is ./sweeps/NAME.yaml if present, else the sweep shipped with latune."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        if not candidate.is_file():
+            raise ConfigError(f"sweep file {name_or_path!r} not found")
+        return candidate
+    for folder in (Path.cwd() / "sweeps", shipped_sweeps_dir()):
+        if (folder / f"{name_or_path}.yaml").is_file():
+            return folder / f"{name_or_path}.yaml"
+    known = sorted(p.stem for p in shipped_sweeps_dir().glob("*.yaml"))
+    raise ConfigError(f"unknown sweep {name_or_path!r}; allowed: {', '.join(known)} or a path to a .yaml file")
+
+
+def load_sweep(name_or_path: str, *, data: str | None = None, overrides: dict[str, Any] | None = None) -> SweepSpec:
+    path = resolve_sweep_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    return parse_sweep(raw, data=data, overrides=overrides, path=str(path), default_name=path.stem)
+
+
+def _fail(where: str, message: str) -> ConfigError:
+    return ConfigError(f"{where}: {message}")
+
+
+def _dimension(key: str, raw: Any, where: str) -> Dimension:
+    if isinstance(raw, list):
+        raw = {"grid": raw}
+    if not isinstance(raw, dict):
+        raise _fail(where, f"expected a list (grid) or a mapping with one of {', '.join(_KINDS)}")
+    unknown = set(raw) - set(_KINDS) - {"scale"}
+    kinds = [k for k in _KINDS if k in raw]
+    if unknown or len(kinds) != 1:
+        raise _fail(where, f"expected exactly one of {', '.join(_KINDS)} (and optionally scale: preset), "
+                           f"got {', '.join(map(str, raw))}")
+    kind = kinds[0]
+    values = raw[kind]
+    if not isinstance(values, list) or not values:
+        raise _fail(f"{where}.{kind}", "expected a non-empty list")
+    if kind in ("uniform", "loguniform", "int"):
+        if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise _fail(f"{where}.{kind}", f"expected [low, high] numbers, got {values!r}")
+        if not values[0] < values[1] or (kind == "loguniform" and values[0] <= 0):
+            raise _fail(f"{where}.{kind}", f"expected low < high{' and low > 0' if kind == 'loguniform' else ''}, "
+                                           f"got {values!r}")
+        if kind == "int" and not all(float(v).is_integer() for v in values):
+            raise _fail(f"{where}.int", f"expected integer bounds, got {values!r}")
+    scale = raw.get("scale")
+    if scale not in (None, "preset"):
+        raise _fail(f"{where}.scale", f"unknown value {scale!r}; allowed: preset")
+    if scale and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise _fail(f"{where}.scale", "scale: preset needs numeric values")
+    return Dimension(key=key, kind=kind, values=tuple(values), scale=scale == "preset")
+
+
+def _preset_value(key: str, value: Any, data: str) -> Any:
+    """``{preset: KEY, times: F}`` -> F x the data set's preset value of KEY; other values unchanged."""
+    if not isinstance(value, dict):
+        return value
+    if set(value) - {"preset", "times"} or value.get("preset") not in PRESETS[data]:
+        raise _fail(f"base.{key}", f"expected {{preset: KEY, times: F}} with KEY one of {', '.join(PRESETS[data])}, "
+                                   f"got {value!r}")
+    times = value.get("times", 1)
+    if not isinstance(times, (int, float)) or isinstance(times, bool):
+        raise _fail(f"base.{key}.times", f"expected a number, got {times!r}")
+    return PRESETS[data][value["preset"]] * times
+
+
+def _scaled(dim: Dimension, data: str) -> Dimension:
+    """Multiply the values by the data set's preset value (e.g. ε grids that fit every data set)."""
+    if not dim.scale:
+        return dim
+    if dim.key not in PRESETS[data]:
+        raise _fail(f"space.{dim.key}.scale", f"no preset value of {dim.key}; keys with presets: "
+                                              + ", ".join(PRESETS[data]))
+    factor = PRESETS[data][dim.key]
+    return Dimension(dim.key, dim.kind, tuple(v * factor for v in dim.values), scale=False)
+
+
+def parse_sweep(raw: Any, *, data: str | None = None, overrides: dict[str, Any] | None = None,
+                path: str | None = None, default_name: str = "sweep") -> SweepSpec:
+    """Validate a sweep mapping completely; ``data`` and ``overrides`` (--data, --set) pin base keys."""
+    where = path or "sweep"
+    if not isinstance(raw, dict):
+        raise _fail(where, "expected a mapping with keys " + ", ".join(_TOP_KEYS))
+    unknown = [k for k in raw if k not in _TOP_KEYS]
+    if unknown:
+        raise _fail(where, f"unknown field {unknown[0]!r}; allowed: {', '.join(_TOP_KEYS)}")
+    base = dict(raw.get("base") or {})
+    space_raw = raw.get("space") or {}
+    if not isinstance(base, dict) or not isinstance(space_raw, dict):
+        raise _fail(where, "base and space must be mappings of dotted config keys")
+    if data is not None:
+        base["data.name"] = data
+    data_name = str(base.get("data.name", "digits"))
+    if data_name not in PRESETS:
+        raise _fail("data", f"unknown data set {data_name!r}; allowed: {', '.join(PRESETS)}")
+    base = {key: _preset_value(key, value, data_name) for key, value in base.items()}
+    for key, value in (overrides or {}).items():
+        base[key] = value
+        space_raw.pop(key, None)  # --set pins a searched key
+    epochs = raw.get("epochs")
+    if epochs is not None:
+        base.setdefault("optim.epochs", epochs)
+    try:
+        checked_base = from_flat(base)
+    except ConfigError as err:
+        raise _fail(f"{where}: base", str(err)) from None
+    data_name = checked_base.data.name
+    space = tuple(_scaled(_dimension(str(k), v, f"space.{k}"), data_name) for k, v in space_raw.items())
+
+    search = raw.get("search") or {}
+    if not isinstance(search, dict) or set(search) - set(_SEARCH_KEYS):
+        bad = sorted(set(search) - set(_SEARCH_KEYS)) if isinstance(search, dict) else [search]
+        raise _fail("search", f"unknown field {bad[0]!r}; allowed: {', '.join(_SEARCH_KEYS)}")
+    algorithm = search.get("algorithm", "grid")
+    if algorithm not in ("grid", "optuna"):
+        raise _fail("search.algorithm", f"unknown value {algorithm!r}; allowed: grid, optuna")
+    sampler = search.get("sampler", "nsga2")
+    if sampler not in ("nsga2", "tpe", "random"):
+        raise _fail("search.sampler", f"unknown value {sampler!r}; allowed: nsga2, tpe, random")
+    for key in ("seed", "num_samples", "max_concurrent"):
+        value = search.get(key, 0 if key != "num_samples" else 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "num_samples" else 0):
+            raise _fail(f"search.{key}", f"must be an integer >= {1 if key == 'num_samples' else 0}, got {value!r}")
+    if algorithm == "optuna" and any(d.kind == "grid" for d in space):
+        raise _fail("space", "grid dimensions need search.algorithm: grid; use choice with optuna")
+    if algorithm == "grid" and any(d.kind != "grid" for d in space) and search.get("num_samples", 1) < 1:
+        raise _fail("search.num_samples", "must be >= 1")
+
+    objectives = raw.get("objectives") or {"clean_acc": "max", "robust_acc": "max", "robust_class_error_sd": "min"}
+    if not isinstance(objectives, dict) or not objectives:
+        raise _fail("objectives", "expected a mapping metric: max|min")
+    for metric, mode in objectives.items():
+        if mode not in ("max", "min"):
+            raise _fail(f"objectives.{metric}", f"unknown value {mode!r}; allowed: max, min")
+        if metric not in _REPORTED_METRICS:
+            raise _fail("objectives", f"unknown metric {metric!r}; allowed: {', '.join(_REPORTED_METRICS)}")
+
+    resources = raw.get("resources") or {}
+    if not isinstance(resources, dict) or set(resources) - {"cpu", "gpu"}:
+        raise _fail("resources", "expected a mapping with cpu and gpu")
+    cpu, gpu = resources.get("cpu", 1), resources.get("gpu", 0)
+    if not isinstance(cpu, (int, float)) or isinstance(cpu, bool) or cpu <= 0:
+        raise _fail("resources.cpu", f"must be a number > 0, got {cpu!r}")
+    if gpu != "auto" and (not isinstance(gpu, (int, float)) or isinstance(gpu, bool) or gpu < 0
+                          or (gpu > 1 and not float(gpu).is_integer())):
+        raise _fail("resources.gpu", f"must be auto, a fraction in [0, 1] or a whole number of GPUs, got {gpu!r}")
+    max_retries = raw.get("max_retries", 0)
+    if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+        raise _fail("max_retries", f"must be an integer >= 0, got {max_retries!r}")
+
+    spec = SweepSpec(name=str(raw.get("name") or default_name), description=str(raw.get("description") or ""),
+                     base=base, space=space, algorithm=algorithm, sampler=sampler, seed=search.get("seed", 0),
+                     num_samples=search.get("num_samples", 1), max_concurrent=search.get("max_concurrent", 0),
+                     objectives=dict(objectives), cpu=float(cpu), gpu=gpu if gpu == "auto" else float(gpu),
+                     max_retries=max_retries, epochs=epochs, path=path)
+    _check_values(spec)
+    return spec
+
+
+# metrics every trial reports in every epoch (validation split), usable as objectives
+_REPORTED_METRICS = (
+    "clean_acc", "robust_acc", "clean_class_error_mean", "clean_class_error_sd", "robust_class_error_mean",
+    "robust_class_error_sd", "clean_worst_class_acc", "robust_worst_class_acc", "train_loss", "images_per_s",
+)
+
+
+def _candidate_values(dim: Dimension) -> tuple[Any, ...]:
+    if dim.kind in ("grid", "choice"):
+        return dim.values
+    if dim.kind == "int":
+        low, high = int(dim.values[0]), int(dim.values[1])
+        return tuple(range(low, high + 1)) if high - low < 50 else (low, high)
+    return dim.values  # continuous: the endpoints
+
+
+def _check_values(spec: SweepSpec) -> None:
+    """Every value of every dimension, and every combination of the discrete ones, must make a valid config."""
+    for dim in spec.space:
+        for value in _candidate_values(dim):
+            try:
+                from_flat({**spec.base, dim.key: value})
+            except ConfigError as err:
+                raise _fail(f"space.{dim.key}", str(err)) from None
+    discrete = [d for d in spec.space if d.kind in ("grid", "choice", "int")]
+    total = math.prod(len(_candidate_values(d)) for d in discrete) if discrete else 0
+    if 1 < len(discrete) and total <= _MAX_COMBINATIONS:
+        for combo in itertools.product(*(_candidate_values(d) for d in discrete)):
+            point = dict(zip((d.key for d in discrete), combo))
+            try:
+                from_flat({**spec.base, **point})
+            except ConfigError as err:
+                shown = ", ".join(f"{k}={v}" for k, v in point.items())
+                raise _fail("space", f"the combination {shown} is invalid: {err}") from None
+
+
+def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The grid sweep's trials (grid dimensions only; sampled ones shown as their distribution)."""
+    grid = [d for d in spec.space if d.kind == "grid"]
+    return [dict(zip((d.key for d in grid), combo)) for combo in itertools.product(*(d.values for d in grid))]
+
+
+def trial_overrides(spec: SweepSpec, sampled: dict[str, Any]) -> dict[str, Any]:
+    """The flat config of one trial: base keys plus the searched keys' values."""
+    return {**spec.base, **sampled}
