@@ -1,17 +1,21 @@
-# The two commands (README): `make run` trains on the embedded digits data, `make test` runs the tests.
+# The two commands (README): `make sweep` runs the delta x eps sweep on the embedded digits data with a
+# local Ray, `make test` runs the tests. `make run` trains one model.
 # Each builds .venv with pip first (once; again when pyproject.toml changes).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: sweep run test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+sweep: $(STAMP)
+	$(BIN)/python -m latune.sweep delta_eps_grid
 
 run: $(STAMP)
 	$(BIN)/python -m latune.train --data digits --out runs/digits-la
@@ -21,6 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_sweep.py
 
 clean:
 	rm -rf $(VENV) runs
