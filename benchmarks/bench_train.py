@@ -16,8 +16,14 @@ digits if MNIST is absent) with batch 128, eps 8/255, alpha 2/255, PGD-10 with r
 * ``torchattacks`` -- (b) the same device-resident batches and ``latune.data.augment_batch`` as latune
   (so only the attack differs), ``torchattacks.PGD(model, eps, alpha, steps=10, random_start=True)`` on
   each batch (it puts the model in eval mode while attacking), then the train step.
-* ``latune`` -- ``latune.train.train`` with LA off (delta = 0): the like-for-like headline.
-* ``latune_la`` -- ``latune.train.train`` with LA on (delta = 0.1, augmix_ops, p = 0.5): printed too.
+* ``latune`` -- ``latune.train.train`` with its default precision and layout (fp32, NCHW) and LA off
+  (delta = 0): the like-for-like headline (same work as the references).
+* ``latune_la`` -- the same with LA on (delta = 0.1, augmix_ops, p = 0.5).
+* ``latune_bf16_cl`` / ``latune_bf16_cl_la`` -- latune with the settings it already has for speed,
+  ``optim.precision=bf16`` (autocast for the attack and the training step) and ``model.channels_last=true``,
+  LA off / on. The goals are evaluated for every latune variant (LA off ones are the comparable ones).
+* ``torchattacks_bf16_cl`` (not run by default) -- (b) with the model and batches in channels_last and the
+  attack and the training step under bf16 autocast: what a torchattacks user gets from the same two settings.
 
 latune's figure is the ``images_per_s`` its loop reports (training only: evaluation runs after the timer
 and is made cheap with ``eval.steps=0`` and a small ``eval.max_images``). The references are timed around
@@ -74,7 +80,12 @@ CROP_PADDING, FLIP = 4, True
 NUM_CLASSES, IMAGE_SIZE, CHANNELS = 10, 32, 3
 GOAL_VS_PUBLIC, GOAL_VS_TORCHATTACKS = 3.0, 1.5
 DEFAULT_MNIST = Path(os.environ.get("LATUNE_BENCH_MNIST", "/work/shared/data/mnist-test"))
-VARIANTS = ("public_w0", "public_w2", "torchattacks", "latune", "latune_la")
+VARIANTS = ("public_w0", "public_w2", "torchattacks", "torchattacks_bf16_cl", "latune", "latune_la", "latune_bf16_cl",
+            "latune_bf16_cl_la")
+DEFAULT_VARIANTS = ("public_w0", "public_w2", "torchattacks", "latune", "latune_la", "latune_bf16_cl",
+                    "latune_bf16_cl_la")
+QUICK_VARIANTS = ("public_w0", "torchattacks", "latune", "latune_la", "latune_bf16_cl")
+LATUNE_VARIANTS = ("latune", "latune_la", "latune_bf16_cl", "latune_bf16_cl_la")
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -230,11 +241,15 @@ class PublicRecipe:
 class TorchattacksLoop:
     """(b): latune's device-resident batches and augment_batch; torchattacks.PGD; then the train step."""
 
-    def __init__(self, bundle: DataBundle, arch: str, seed: int, device: torch.device, batch_size: int):
+    def __init__(self, bundle: DataBundle, arch: str, seed: int, device: torch.device, batch_size: int,
+                 bf16_channels_last: bool = False):
         import torchattacks
 
         self.device, self.split, self.batch_size = device, bundle.train, batch_size
         self.model = new_model(arch, bundle, seed, device)
+        self.fast = bf16_channels_last
+        if self.fast:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = new_optimizer(self.model)
         self.attack = torchattacks.PGD(self.model, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=True)
         self.generator = torch.Generator(device=device).manual_seed(seed)
@@ -249,8 +264,14 @@ class TorchattacksLoop:
         for x_uint8, y in iterate_batches(self.split, self.batch_size, generator=self.generator, shuffle=True,
                                           drop_last=True):
             x = augment_batch(x_uint8, self.generator, crop_padding=CROP_PADDING, flip=FLIP)
-            x_adv = self.attack(x, y)  # eval mode during the attack, restored to train afterwards
-            loss = F.cross_entropy(model(x_adv), y)
+            if self.fast:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.fast):
+                x_adv = self.attack(x, y)  # eval mode during the attack, restored to train afterwards
+                if self.fast:
+                    x_adv = x_adv.contiguous(memory_format=torch.channels_last)
+                logits = model(x_adv)
+            loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -374,7 +395,7 @@ def measure_bf16_preact(args: argparse.Namespace, device: torch.device, images: 
         "arch": arch, "precision": "bf16 autocast", "channels_last": True, "images": len(targets),
         "batch_size": args.batch_size, "peak_tflops": args.peak_tflops,
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "flops_per_image": flops,
         "flops_counted": "FlopCounterMode (matmul+conv): 10 x (forward + input-gradient backward, params frozen) "
                          "+ 1 x (forward + weight-gradient backward); element-wise ops not counted",
@@ -399,19 +420,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=2048, help="training images per epoch (default 2048)")
-    p.add_argument("--repeats", type=int, default=5, help="timed epochs per variant after 1 warm-up (default 5)")
+    p.add_argument("--repeats", type=int, default=5, help="timed epochs per variant (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed epochs per variant before the timed ones (default 1)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: 256 images, no warm-up, 1 repeat, DataLoader without workers only")
+                   help="smoke test: 256 images, no warm-up, 1 repeat, variants " + ",".join(QUICK_VARIANTS))
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                    help="torch.set_num_threads for every variant (default: the CPUs this process may use)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--arch", default="small_cnn", help="model of the comparison (default small_cnn)")
-    p.add_argument("--variants", default=",".join(VARIANTS),
-                   help=f"comma list of variants to time (default all: {','.join(VARIANTS)})")
+    p.add_argument("--variants", default=None,
+                   help=f"comma list of variants to time, from {','.join(VARIANTS)} "
+                        f"(default {','.join(DEFAULT_VARIANTS)})")
     p.add_argument("--data-root", type=Path, default=DEFAULT_MNIST,
-                   help="folder with MNIST t10k idx files (flat or MNIST/raw); digits when absent")
+                   help="folder with the MNIST t10k idx files (flat or MNIST/raw); sklearn digits when absent")
     p.add_argument("--eval-images", type=int, default=64, help="images latune evaluates after its last epoch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mfu", action=argparse.BooleanOptionalAction, default=None,
@@ -422,12 +444,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.images, args.repeats, args.warmup, args.mfu_images = 256, 1, 0, min(args.mfu_images, 512)
-        if args.variants == ",".join(VARIANTS):
-            args.variants = "public_w0,torchattacks,latune,latune_la"
-    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    chosen = args.variants or ",".join(QUICK_VARIANTS if args.quick else DEFAULT_VARIANTS)
+    args.variants = [v.strip() for v in chosen.split(",") if v.strip()]
     unknown = sorted(set(args.variants) - set(VARIANTS))
-    if unknown:
-        p.error(f"unknown variants {unknown}; allowed: {', '.join(VARIANTS)}")
+    if unknown or not args.variants:
+        p.error(f"unknown or no variants {unknown}; allowed: {', '.join(VARIANTS)}")
     if args.images < args.batch_size or args.repeats < 1 or args.threads < 1 or args.warmup < 0:
         p.error("need --images >= --batch-size, --repeats >= 1, --warmup >= 0 and --threads >= 1")
     return args
@@ -447,18 +468,26 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({**base, "skipped": "CUDA not available"}))
         return 0
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
     images, targets, source = load_images(args.images, args.seed, args.data_root)
     bundle = make_bundle(images, targets, device, args.eval_images)
     epochs = args.warmup + args.repeats
     common = dict(arch=args.arch, epochs=epochs, batch_size=args.batch_size, eval_images=args.eval_images,
                   seed=args.seed, device=device)
 
+    def public(workers: int) -> PublicRecipe:
+        return PublicRecipe(images, targets, bundle, args.arch, args.seed, device, args.batch_size, workers)
+
     builders: dict[str, Callable[[], Any]] = {
-        "public_w0": lambda: PublicRecipe(images, targets, bundle, args.arch, args.seed, device, args.batch_size, 0),
-        "public_w2": lambda: PublicRecipe(images, targets, bundle, args.arch, args.seed, device, args.batch_size, 2),
+        "public_w0": lambda: public(0),
+        "public_w2": lambda: public(2),
         "torchattacks": lambda: TorchattacksLoop(bundle, args.arch, args.seed, device, args.batch_size),
+        "torchattacks_bf16_cl": lambda: TorchattacksLoop(bundle, args.arch, args.seed, device, args.batch_size,
+                                                         bf16_channels_last=True),
         "latune": lambda: LatuneLoop(bundle, la=False, **common),
         "latune_la": lambda: LatuneLoop(bundle, la=True, **common),
+        "latune_bf16_cl": lambda: LatuneLoop(bundle, la=False, precision="bf16", channels_last=True, **common),
+        "latune_bf16_cl_la": lambda: LatuneLoop(bundle, la=True, precision="bf16", channels_last=True, **common),
     }
     loops = {name: builders[name]() for name in VARIANTS if name in args.variants}
     log(f"bench_train: {args.images} images ({source}), 32x32x3, {args.arch}, batch {args.batch_size}, PGD-{STEPS} "
@@ -470,36 +499,39 @@ def main(argv: list[str] | None = None) -> int:
             ips = loop.epoch()
             if round_ >= args.warmup:
                 samples[name].append(ips)
-            log(f"  round {round_}{' (warm-up)' if round_ < args.warmup else ''} {name:13s} {ips:8.1f} img/s")
+            log(f"  round {round_}{' (warm-up)' if round_ < args.warmup else ''} {name:20s} {ips:8.1f} img/s")
 
     ips = {name: statistics.median(values) for name, values in samples.items()}
-    public = {name: ips[name] for name in ("public_w0", "public_w2") if name in ips}
-    if public:
-        best = max(public, key=public.get)
-        ips["public"] = public[best]
+    public_ips = {name: ips[name] for name in ("public_w0", "public_w2") if name in ips}
+    public_workers = None
+    if public_ips:
+        best = max(public_ips, key=public_ips.get)
+        ips["public"], public_workers = public_ips[best], int(best[-1])
     ratios: dict[str, float] = {}
-    for lat in ("latune", "latune_la"):
-        for ref in ("public", "torchattacks"):
+    goals_by_variant: dict[str, dict[str, bool]] = {}
+    for lat in LATUNE_VARIANTS:
+        for ref, goal in (("public", GOAL_VS_PUBLIC), ("torchattacks", GOAL_VS_TORCHATTACKS)):
             if lat in ips and ref in ips:
                 ratios[f"{lat}_vs_{ref}"] = ips[lat] / ips[ref]
-    goals_met = {}
-    if "latune_vs_public" in ratios:
-        goals_met["vs_public"] = ratios["latune_vs_public"] >= GOAL_VS_PUBLIC
-    if "latune_vs_torchattacks" in ratios:
-        goals_met["vs_torchattacks"] = ratios["latune_vs_torchattacks"] >= GOAL_VS_TORCHATTACKS
+                goals_by_variant.setdefault(lat, {})[f"vs_{ref}"] = ips[lat] / ips[ref] >= goal
+    if "torchattacks_bf16_cl" in ips and "latune_bf16_cl" in ips:
+        ratios["latune_bf16_cl_vs_torchattacks_bf16_cl"] = ips["latune_bf16_cl"] / ips["torchattacks_bf16_cl"]
 
     flops = count_train_flops(args.arch, bundle, STEPS)
     result: dict[str, Any] = {
         **base, "threads": torch.get_num_threads(), "data": source, "arch": args.arch,
         "batch_size": args.batch_size, "eps": EPS, "alpha": ALPHA, "steps": STEPS,
         "torchvision": _version("torchvision"), "torchattacks": _version("torchattacks"),
-        "images_per_s": ips, "images_per_s_all": samples,
-        "public_workers": (2 if best == "public_w2" else 0) if public else None,
+        "images_per_s": ips, "images_per_s_all": samples, "public_workers": public_workers,
         "ratios": ratios, "goals": {"vs_public": GOAL_VS_PUBLIC, "vs_torchattacks": GOAL_VS_TORCHATTACKS},
-        "goals_met": goals_met,
+        # headline: latune at its defaults (fp32, NCHW), LA off; per variant below
+        "goals_met": goals_by_variant.get("latune", {}),
+        "goals_met_by_variant": goals_by_variant,
         "model_gflop_per_image": {k: v / 1e9 for k, v in flops.items()},
-        "achieved_gflops": {name: v * flops["pgd_train"] / 1e9 for name, v in ips.items()},
+        "useful_gflops": {name: v * flops["pgd_train"] / 1e9 for name, v in ips.items()},
         "train_loss_last_epoch": {name: loop.train_loss for name, loop in loops.items()},
+        # 1-minute load averages around the timed rounds: above the thread count, other work shared the CPUs
+        "loadavg_1min": {"start": load_start[0], "end": os.getloadavg()[0]},
     }
     run_mfu = args.mfu if args.mfu is not None else device.type == "cuda"
     if run_mfu:
@@ -520,34 +552,33 @@ def _version(module: str) -> str | None:
 
 def print_table(result: dict[str, Any]) -> None:
     ips, all_ = result["images_per_s"], result["images_per_s_all"]
-    ref = {"public": ips.get("public"), "torchattacks": ips.get("torchattacks")}
     print(f"PGD-{result['steps']} adversarial training, {result['arch']} 32x32x3, {result['images']} images/epoch, "
           f"batch {result['batch_size']}, device {result['device']}, {result['threads']} threads, "
-          f"median of {result['repeats']} epochs")
-    print(f"{'variant':14s} {'img/s':>9s} {'min':>9s} {'max':>9s} {'GFLOP/s':>9s} {'latune/x':>9s}")
+          f"median of {result['repeats']} epochs (min..max); useful GFLOP/s = img/s x "
+          f"{result['model_gflop_per_image']['pgd_train']:.3f} GFLOP (latune's PGD-10 model FLOPs per image); "
+          f"1-min load average {result['loadavg_1min']['start']:.1f} -> {result['loadavg_1min']['end']:.1f}")
+    print(f"{'variant':22s} {'img/s':>8s} {'min':>8s} {'max':>8s} {'GFLOP/s':>8s} {'vs public':>10s} "
+          f"{'vs torchattacks':>16s}")
     for name in (*VARIANTS, "public"):
         if name not in ips:
             continue
         values = all_.get(name, [])
-        vs = ""
-        if name in ("public", "torchattacks") and "latune" in ips:
-            vs = f"{ips['latune'] / ips[name]:8.2f}x"
-        lo = f"{min(values):9.1f}" if values else " " * 9
-        hi = f"{max(values):9.1f}" if values else " " * 9
-        label = f"public (w{result['public_workers']})" if name == "public" else name
-        print(f"{label:14s} {ips[name]:9.1f} {lo} {hi} {result['achieved_gflops'][name]:9.1f} {vs:>9s}")
-    for lat in ("latune", "latune_la"):
-        parts = [f"{lat}/{r}: {ips[lat] / v:.2f}x" for r, v in ref.items() if v and lat in ips]
-        if parts:
-            print("  ".join(parts))
-    if result["goals_met"]:
-        print("goals (LA off): " + ", ".join(
-            f"{k} >= {result['goals'][k]}x: {'met' if v else 'NOT met'}" for k, v in result["goals_met"].items()))
+        vs_pub = f"{ips[name] / ips['public']:.2f}x" if "public" in ips and name in LATUNE_VARIANTS else ""
+        vs_ta = f"{ips[name] / ips['torchattacks']:.2f}x" if "torchattacks" in ips and name in LATUNE_VARIANTS else ""
+        lo = f"{min(values):8.1f}" if values else " " * 8
+        hi = f"{max(values):8.1f}" if values else " " * 8
+        label = f"public (best: w{result['public_workers']})" if name == "public" else name
+        print(f"{label:22s} {ips[name]:8.1f} {lo} {hi} {result['useful_gflops'][name]:8.1f} {vs_pub:>10s} "
+              f"{vs_ta:>16s}")
+    goals = result["goals"]
+    for lat, met in result["goals_met_by_variant"].items():
+        print(f"goals {lat:18s} " + ", ".join(
+            f"{k} >= {goals[k]}x: {'met' if v else 'NOT met'}" for k, v in met.items()))
     mfu = result.get("bf16_preact_resnet18")
     if mfu:
         for name, v in mfu["images_per_s"].items():
-            print(f"{mfu['arch']} bf16 channels_last {name}: {v:.1f} img/s, {mfu['achieved_tflops'][name]:.1f} "
-                  f"TFLOP/s, MFU {100 * mfu['mfu'][name]:.1f}% of {mfu['peak_tflops']:.0f} TFLOP/s "
+            print(f"{mfu['arch']} bf16 channels_last {name}: {v:.1f} img/s, {mfu['achieved_tflops'][name]:.2f} "
+                  f"TFLOP/s, MFU {100 * mfu['mfu'][name]:.2f}% of {mfu['peak_tflops']:g} TFLOP/s "
                   f"({mfu['flops_per_image']['pgd_train'] / 1e9:.2f} GFLOP/image)")
 
 

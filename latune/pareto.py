@@ -8,6 +8,9 @@ into minimisation (max columns negated) so one comparison rule serves every mix 
 
 A row with NaN in any objective is a failed or unfinished trial: it is never dominated, never
 dominates, gets rank -1 and adds no hypervolume.
+
+``python -m latune.pareto SWEEP [--tracking-uri URI] [--experiment NAME] [--parquet OUT]`` prints the
+front of a sweep logged to MLflow (``main``; it imports MLflow itself, the functions above need none).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from numpy.typing import ArrayLike
 
 __all__ = [
     "Direction", "to_minimization", "dominates", "non_dominated_ranks", "pareto_front_mask",
-    "hypervolume", "default_reference", "front_table",
+    "hypervolume", "default_reference", "front_table", "main",
 ]
 
 Direction = Literal["max", "min"]
@@ -220,3 +223,112 @@ def front_table(
     rank_key = np.where(ranks < 0, np.iinfo(np.int64).max, ranks)  # unranked rows go last
     order = np.lexsort((np.nan_to_num(first, nan=np.inf), rank_key))  # lexsort is stable
     return table.iloc[order]
+
+
+# -- python -m latune.pareto: the front of a sweep logged to MLflow ----------------------------------------
+# (mlflow and the CLI helpers are imported inside, so importing this module stays numpy + pandas)
+
+_RUN_ID_LENGTH = 32  # MLflow run ids are 32 hex digits
+
+
+def _sweep_parent_run(client: Any, sweep: str, experiment: str | None) -> Any:
+    """The parent run of a sweep: ``sweep`` is a parent (or child) run id, an MLflow experiment name
+    (its latest sweep), or a parent run's name (Tune's experiment folder name)."""
+    from latune.cli import UserError
+
+    if len(sweep) == _RUN_ID_LENGTH and all(c in "0123456789abcdef" for c in sweep):
+        run = client.get_run(sweep)
+        parent_id = run.data.tags.get("mlflow.parentRunId")
+        return client.get_run(parent_id) if parent_id else run
+    names = [experiment] if experiment else [sweep]
+    experiments = [e for e in (client.get_experiment_by_name(n) for n in names) if e is not None]
+    if not experiments and not experiment:
+        experiments = list(client.search_experiments())
+    ids = [e.experiment_id for e in experiments]
+    parents = client.search_runs(ids, "tags.`latune.role` = 'sweep'", order_by=["attributes.start_time DESC"],
+                                 max_results=1000) if ids else []
+    named = [r for r in parents if r.info.run_name == sweep]
+    chosen = named or [r for r in parents if any(e.name == sweep and e.experiment_id == r.info.experiment_id
+                                                 for e in experiments)]
+    if not chosen:
+        where = f"experiment {experiment!r}" if experiment else "MLflow"
+        raise UserError(f"SWEEP: no sweep {sweep!r} in {where} (give an experiment name, a parent run id "
+                        "or a sweep's run name)")
+    return chosen[0]
+
+
+def _mlflow_front(client: Any, parent: Any) -> tuple[pd.DataFrame, dict[str, Direction], list[str]]:
+    """One row per child run (trial_id, run_id, status, objectives, searched params) with pareto_rank over
+    the FINISHED ones (-1 for the others), as latune.results does for results.parquet."""
+    params = parent.data.params
+    objectives: dict[str, Direction] = {k.removeprefix("objective."): v for k, v in params.items()  # type: ignore[misc]
+                                        if k.startswith("objective.")}
+    searched = [k for k in params.get("searched", "").split(",") if k]
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+                                  max_results=50000)
+    statuses = {"FINISHED": "TERMINATED", "FAILED": "ERROR"}
+    rows = []
+    for run in children:
+        row: dict[str, Any] = {"trial_id": run.data.tags.get("latune.trial_id", run.info.run_name),
+                               "run_id": run.info.run_id, "status": statuses.get(run.info.status, "UNFINISHED")}
+        row.update({m: run.data.metrics.get(m, np.nan) for m in objectives})
+        for key in searched:
+            value = run.data.params.get(key)
+            try:
+                row[key] = float(value) if value is not None else None
+            except ValueError:
+                row[key] = value
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["trial_id", "run_id", "status", *objectives, *searched])
+    finished = table["status"] == "TERMINATED"
+    ranked = front_table(table[finished], objectives)
+    table["pareto_rank"] = -1
+    table.loc[ranked.index, "pareto_rank"] = ranked["pareto_rank"]
+    table["pareto"] = table["pareto_rank"] == 0
+    order = table["pareto_rank"].where(table["pareto_rank"] >= 0, 10**9)
+    table = table.assign(_order=order).sort_values(["_order", "trial_id"]).drop(columns="_order")
+    return table.reset_index(drop=True), objectives, searched
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m latune.pareto SWEEP [--tracking-uri URI] [--experiment NAME] [--parquet OUT]``: print the
+    Pareto front of a sweep from MLflow (finished, running or resumed) and optionally write it to Parquet."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m latune.pareto",
+                                     description="Print the Pareto front of a sweep logged to MLflow.")
+    parser.add_argument("sweep", metavar="SWEEP", help="MLflow experiment name (its latest sweep), parent run id, "
+                                                        "or the sweep's run name (Tune's folder name)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser.add_argument("--experiment", help="look for SWEEP in this MLflow experiment")
+    parser.add_argument("--parquet", metavar="OUT", help="also write the front (rank 0 rows) to this Parquet file")
+    args = parser.parse_args(argv)
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from latune.cli import UserError
+    from latune.results import format_front
+    from latune.trial_records import resolve_tracking_uri
+
+    # latune.cli.guarded would import torch (for its data errors): seconds this command does not need
+    try:
+        client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
+        parent = _sweep_parent_run(client, args.sweep, args.experiment)
+        table, objectives, searched = _mlflow_front(client, parent)
+    except (UserError, MlflowException) as err:
+        print(f"error: {' '.join(str(err).split())[:500]}", file=sys.stderr)
+        return 2
+    counts = table["status"].value_counts().to_dict()
+    print(f"sweep {parent.info.run_name} (run {parent.info.run_id}, {parent.info.status}): "
+          + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
+    print(format_front(table, objectives, searched) if objectives else "the sweep's run names no objectives")
+    if args.parquet:
+        table[table["pareto_rank"] == 0].to_parquet(args.parquet, index=False)
+        print(f"front written to {args.parquet}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

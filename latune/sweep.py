@@ -12,6 +12,7 @@ import argparse
 import glob
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -115,9 +116,29 @@ def _latest_experiment(storage: str, prefix: str) -> str | None:
     return os.path.basename(matches[-1]) if matches else None
 
 
+def _saved_tune_state(experiment_path: str) -> bool:
+    """Whether Tune saved experiment state there. ``Tuner.can_restore`` only looks for tuner.pkl, which Tune
+    writes before any state; restoring from it alone restarts without the param_space (one default trial)."""
+    import pyarrow.fs
+    from ray import tune
+
+    if not tune.Tuner.can_restore(experiment_path):
+        return False
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(
+        experiment_path if "://" in experiment_path else f"file://{experiment_path}")
+    found = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    return any(Path(info.path).name.startswith("experiment_state-") for info in found)
+
+
 def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | None = None, resume: bool = False,
-              address: str | None = None, optuna_storage: str | None = None, verbose: int = 1) -> SweepOutcome:
-    """Run (or resume) a sweep; returns its results table. Starts a local Ray unless ``address``."""
+              address: str | None = None, optuna_storage: str | None = None, verbose: int = 1, mlflow: bool = True,
+              tracking_uri: str | None = None, mlflow_experiment: str | None = None,
+              mlflow_checkpoints: bool = False) -> SweepOutcome:
+    """Run (or resume) a sweep; returns its results table. Starts a local Ray unless ``address``.
+
+    Unless ``mlflow`` is False, the driver logs the sweep to MLflow (latune.tracking): ``tracking_uri``
+    (default $MLFLOW_TRACKING_URI, else ./mlflow.db), experiment ``mlflow_experiment`` (default the sweep's name).
+    """
     import ray
     from ray import tune
 
@@ -137,7 +158,11 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
     experiment_path = f"{storage.rstrip('/')}/{name}"
 
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 1,
+        # ray.init(address=None) joins the latest cluster started on this machine (`ray start`, another
+        # process's ray.cluster_utils) and then rejects num_cpus; "local" starts our own, as documented.
+        # $RAY_ADDRESS (set by `ray job submit`) still names the cluster to join.
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=verbose > 1,
                  **({} if address else {"num_cpus": os.cpu_count()}))
     cpu, gpu, concurrent = plan_resources(spec, ray.cluster_resources())
     trainable = tune.with_resources(tune.with_parameters(train_trial), {"cpu": cpu, "gpu": gpu})
@@ -149,8 +174,13 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
     if spec.algorithm == "optuna" and study_url is None:
         raise UserError("--optuna-storage URL is required when --storage is remote")
 
-    if resume and tune.Tuner.can_restore(experiment_path):
+    from latune.tune_callback import tracking_callbacks, use_callbacks_on_restore
+
+    callbacks = tracking_callbacks(spec, experiment_path, enabled=mlflow, tracking_uri=tracking_uri,
+                                   experiment=mlflow_experiment, log_checkpoints=mlflow_checkpoints)
+    if resume and _saved_tune_state(experiment_path):
         tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=False)
+        use_callbacks_on_restore(tuner, callbacks)
     else:  # fresh, or interrupted before Tune saved any state (Tuner.restore cannot handle that)
         search_alg = _optuna_search(spec, study_url, name, concurrent) if spec.algorithm == "optuna" else None
         tuner = tune.Tuner(
@@ -158,7 +188,7 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
             tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=spec.num_samples,
                                         max_concurrent_trials=None if search_alg else concurrent, reuse_actors=False),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage, verbose=verbose,
+                name=name, storage_path=storage, verbose=verbose, callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=spec.max_retries),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
     grid = tuner.fit()
@@ -168,13 +198,25 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
         history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
         config = {k: v for k, v in (result.config or {}).items()}
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
-        error = f"{type(result.error).__name__}: {result.error}".splitlines()[0] if result.error else None
+        error = _error_line(result.error) if result.error else None
         rows.append(trial_row(trial_id, config, history, spec.objectives, error, epochs))
     table = results_table(rows, spec.objectives)
     results_path = write_parquet(table, experiment_path)
-    interrupted = bool(len(table)) and bool((table["status"] == "UNFINISHED").any())
+    # no row at all: stopped (Ctrl+C) before Tune made any trial; every sweep has at least one
+    # trials Tune had not created yet when interrupted are missing from the table altogether
+    expected = spec.num_samples * (len(grid_points(spec)) if spec.algorithm == "grid" else 1)
+    interrupted = len(table) < expected or bool((table["status"] == "UNFINISHED").any())
     return SweepOutcome(experiment_path=experiment_path, results_path=results_path, table=table,
                         interrupted=interrupted)
+
+
+def _error_line(error: BaseException) -> str:
+    """One line naming a trial's own exception: Ray wraps it (RayTaskError(FloatingPointError)), and the
+    wrapper's first line is only ``ray::ImplicitFunc.train() (pid=..., ip=...)`` in ANSI colours."""
+    cause = getattr(error, "cause", None)
+    error = cause if isinstance(cause, BaseException) else error
+    text = re.sub(r"\x1b\[[0-9;]*m", "", f"{type(error).__name__}: {error}").strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _resolved_epochs(spec: SweepSpec) -> int:
@@ -239,6 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="validate, print trials and resources, run nothing")
     parser.add_argument("--list", action="store_true", help="list the sweeps with their descriptions")
     parser.add_argument("--verbose", type=int, default=1, help="Tune's verbosity 0-3")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://host:5000 (default "
+                                               "$MLFLOW_TRACKING_URI, else sqlite ./mlflow.db)")
+    parser.add_argument("--experiment", help="MLflow experiment (default: the sweep's name)")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--mlflow-checkpoints", action="store_true", help="log each trial's final checkpoint "
+                                                                         "to MLflow")
     args = parser.parse_args(argv)
 
     def run() -> int:
@@ -274,14 +322,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_dry_run(spec, args.storage))
             return 0
         outcome = run_sweep(spec, storage=args.storage, name=args.name, resume=args.resume, address=args.address,
-                            optuna_storage=args.optuna_storage, verbose=args.verbose)
+                            optuna_storage=args.optuna_storage, verbose=args.verbose, mlflow=not args.no_mlflow,
+                            tracking_uri=args.tracking_uri, mlflow_experiment=args.experiment,
+                            mlflow_checkpoints=args.mlflow_checkpoints)
         from latune.results import format_front
 
         table = outcome.table
         counts = table["status"].value_counts().to_dict() if len(table) else {}
         print(format_front(table, spec.objectives, [d.key for d in spec.space]))
         print("trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
-        for _, row in table[table["status"] == "ERROR"].iterrows():
+        for _, row in (table[table["status"] == "ERROR"] if len(table) else table).iterrows():
             print(f"  {row['trial_id']} failed: {row['error']}")
         print(f"results: {outcome.results_path}\nTune: {outcome.experiment_path}")
         if outcome.interrupted:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import yaml
 
-from latune.config import PRESETS, ConfigError, from_flat
+from latune.config import PRESETS, ConfigError, from_flat, to_flat
 
 __all__ = ["Dimension", "SweepSpec", "load_sweep", "parse_sweep", "resolve_sweep_path", "shipped_sweeps_dir",
            "trial_overrides", "grid_points"]
@@ -169,10 +169,10 @@ def parse_sweep(raw: Any, *, data: str | None = None, overrides: dict[str, Any] 
     unknown = [k for k in raw if k not in _TOP_KEYS]
     if unknown:
         raise _fail(where, f"unknown field {unknown[0]!r}; allowed: {', '.join(_TOP_KEYS)}")
-    base = dict(raw.get("base") or {})
-    space_raw = raw.get("space") or {}
+    base, space_raw = raw.get("base") or {}, raw.get("space") or {}
     if not isinstance(base, dict) or not isinstance(space_raw, dict):
         raise _fail(where, "base and space must be mappings of dotted config keys")
+    base, space_raw = dict(base), dict(space_raw)  # copies: --set pins below must not edit the caller's mapping
     if data is not None:
         base["data.name"] = data
     data_name = str(base.get("data.name", "digits"))
@@ -189,6 +189,9 @@ def parse_sweep(raw: Any, *, data: str | None = None, overrides: dict[str, Any] 
         checked_base = from_flat(base)
     except ConfigError as err:
         raise _fail(f"{where}: base", str(err)) from None
+    typed = to_flat(checked_base)  # --set values arrive as strings: trials and results get the typed values
+    base = {key: typed[key] for key in base}
+    base.setdefault("data.name", checked_base.data.name)  # the experiment is named after it (latune.sweep)
     data_name = checked_base.data.name
     space = tuple(_scaled(_dimension(str(k), v, f"space.{k}"), data_name) for k, v in space_raw.items())
 

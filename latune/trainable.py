@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -51,8 +52,10 @@ def train_trial(params: dict[str, Any], checkpoint_every: int = 1) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             resume = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    node_id = ray.get_runtime_context().get_node_id()  # where the trial ran (nodes of one host share node_ip)
     for epoch in train(config, resume=resume):
         metrics = {key: _scalar_or_list(value) for key, value in epoch.metrics.items()}
+        metrics["node_id"] = node_id
         if epoch.epoch % checkpoint_every == 0 or epoch.epoch == config.optim.epochs:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(epoch.state_dict(), os.path.join(folder, STATE_FILE))

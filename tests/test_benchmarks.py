@@ -1,0 +1,50 @@
+"""Smoke test of benchmarks/bench_train.py: --quick runs end to end and its last line is the JSON summary.
+
+Speed is measured by the benchmark, never asserted here (the machine may be shared and noisy).
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torchattacks")
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
+
+
+@pytest.mark.slow
+def test_bench_train_quick_prints_json_summary_last():
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=300,
+                          cwd=BENCH.parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines, proc.stderr[-3000:]
+    result = json.loads(lines[-1])
+    for key in ("images_per_s", "images_per_s_all", "ratios", "goals", "goals_met", "goals_met_by_variant",
+                "images", "repeats", "threads", "torch", "device", "model_gflop_per_image"):
+        assert key in result, key
+    assert result["images"] == 256 and result["repeats"] == 1 and result["device"] == "cpu"
+    for variant in ("public_w0", "public", "torchattacks", "latune", "latune_la", "latune_bf16_cl"):
+        assert result["images_per_s"][variant] > 0, variant
+    for ratio in ("latune_vs_public", "latune_vs_torchattacks", "latune_la_vs_public", "latune_la_vs_torchattacks"):
+        assert result["ratios"][ratio] > 0, ratio
+    assert set(result["goals_met"]) == {"vs_public", "vs_torchattacks"}
+    assert all(isinstance(v, bool) for v in result["goals_met"].values())
+    # latune's attack asks only for input gradients: 10 x (fwd + input bwd) + (fwd + weight bwd) ~ 23 forwards
+    flops = result["model_gflop_per_image"]
+    assert flops["pgd_train"] == pytest.approx(23 * flops["forward"], rel=0.05)
+
+
+def test_bench_train_cuda_request_without_cuda_is_a_clean_skip():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    proc = subprocess.run([sys.executable, str(BENCH), "--device", "cuda"], capture_output=True, text=True,
+                          timeout=120, cwd=BENCH.parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["device"] == "cuda" and "skipped" in result
+    assert "CUDA" in proc.stderr
