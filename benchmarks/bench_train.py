@@ -337,6 +337,9 @@ def count_train_flops(arch: str, bundle: DataBundle, steps: int, batch: int = 2)
       first conv's input gradient).
     * ``pgd_train`` = steps * attack_step + train_step: the model FLOPs of adversarial training per image
       (standard augmentation and label-augmentation transforms are not model FLOPs and are not counted).
+    * ``pgd_train_public``: the same for recipe (a), whose attack steps use ``loss.backward()`` and so also
+      compute weight gradients (``attack_step_public``): the FLOP ceiling of latune's advantage at equal speed
+      per FLOP.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -364,12 +367,18 @@ def count_train_flops(arch: str, bundle: DataBundle, steps: int, batch: int = 2)
         F.cross_entropy(model(x), y).backward()
         model.zero_grad(set_to_none=True)
 
+    def attack_step_public() -> None:
+        delta = torch.zeros_like(x, requires_grad=True)
+        F.cross_entropy(model(x + delta), y).backward()
+        model.zero_grad(set_to_none=True)
+
     model.eval()  # forward FLOPs do not depend on the mode; eval keeps the BN statistics of this copy unchanged
     fwd, atk = counted(forward), counted(attack_step)
     model.train()
-    trn = counted(train_step)
+    trn, atk_public = counted(train_step), counted(attack_step_public)
     return {"forward": fwd, "attack_step": atk, "train_step": trn, "pgd_train": steps * atk + trn,
-            "pgd_train_approx_2x_3x": (2 * steps + 3) * fwd}
+            "pgd_train_approx_2x_3x": (2 * steps + 3) * fwd, "attack_step_public": atk_public,
+            "pgd_train_public": steps * atk_public + trn}
 
 
 # ---------------------------------------------------------------------------------------------------- GPU / MFU
@@ -520,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size, "eps": EPS, "alpha": ALPHA, "steps": STEPS,
         "torchvision": _version("torchvision"), "torchattacks": _version("torchattacks"),
         "images_per_s": ips, "images_per_s_all": samples, "public_workers": public_workers,
-        "ratios": ratios, "images_per_s_best": ips_best, "ratios_best": ratios_best, "goals": {"vs_public": GOAL_VS_PUBLIC, "vs_torchattacks": GOAL_VS_TORCHATTACKS},
+        "ratios": ratios, "images_per_s_best": ips_best, "ratios_best": ratios_best,
+        "goals": {"vs_public": GOAL_VS_PUBLIC, "vs_torchattacks": GOAL_VS_TORCHATTACKS},
         # headline: latune at its defaults (fp32, NCHW), LA off; per variant below
         "goals_met": goals_by_variant.get("latune", {}),
         "goals_met_by_variant": goals_by_variant,
@@ -591,6 +601,10 @@ def print_table(result: dict[str, Any]) -> None:
         label = f"public (best: w{result['public_workers']})" if name == "public" else name
         print(f"{label:22s} {ips[name]:8.1f} {lo} {hi} {result['useful_gflops'][name]:8.1f} {vs['public']:>16s} "
               f"{vs['torchattacks']:>16s}")
+    same = "latune_bf16_cl_vs_torchattacks_bf16_cl"
+    if same in result["ratios"]:
+        print(f"latune_bf16_cl / torchattacks_bf16_cl (same two settings on both): {result['ratios'][same]:.2f}x "
+              f"[{result['ratios_best'][same]:.2f}x]")
     goals = result["goals"]
     for lat, met in result["goals_met_by_variant"].items():
         print(f"goals {lat:18s} " + ", ".join(
