@@ -80,6 +80,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="root of downloaded data sets (default $LATUNE_DATA or ~/.cache/latune/data)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (repeatable), e.g. --set attack.eps=8/255")
+    parser.add_argument("--corruptions", metavar="SPEC", help="evaluate common corruptions after the last epoch "
+                        "(eval.corruptions): all, a family (noise, blur, weather, digital) or names")
+    parser.add_argument("--corruptions-dir", metavar="DIR", help="released CIFAR-10-C/-100-C .npy folder, used for "
+                        "the test split instead of generated corruptions (eval.corruptions_dir)")
     parser.add_argument("--out", help="output directory (default runs/train-YYYYmmdd-HHMMSS)")
     parser.add_argument("--quiet", action="store_true", help="print only the final metrics")
     args = parser.parse_args(argv)
@@ -90,6 +94,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         overrides: dict[str, Any] = parse_overrides(args.overrides)
         if args.data:
             overrides["data.name"] = args.data
+        if args.corruptions:
+            overrides["eval.corruptions"] = args.corruptions
+        if args.corruptions_dir:
+            overrides["eval.corruptions_dir"] = os.path.abspath(os.path.expanduser(args.corruptions_dir))
         if args.data_dir:
             overrides["data.data_dir"] = args.data_dir
         elif os.environ.get("LATUNE_DATA"):
@@ -121,7 +129,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         final = record["final"]
         print("final (test split): " + _format(final, [
             "test_clean_acc", "test_robust_acc", "test_clean_class_error_sd", "test_robust_class_error_sd",
-            "test_clean_worst_class_acc", "test_robust_worst_class_acc", "test_transform_acc"]))
+            "test_clean_worst_class_acc", "test_robust_worst_class_acc", "test_transform_acc", "test_mce",
+            "test_corruption_class_error_sd"]))
         print(f"wrote {out / 'metrics.json'} and {out / 'model.pt'}")
         return 0
 

@@ -101,6 +101,14 @@ class EvalConfig:
     every: int = 1  # evaluate on the validation split every N epochs (and always on the first and last)
     max_images: int = 0  # evaluate on at most this many images per split (first N, fixed); 0 = all
     batch_size: int = 256  # images per evaluation batch
+    # common corruptions evaluated after the last epoch: none, all, a family (noise, blur, weather, digital)
+    # or a comma list of corruption names (latune.corruptions.CORRUPTIONS)
+    corruptions: str = "none"  # none, all, noise, blur, weather, digital or names, e.g. fog,snow
+    corruption_severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # CIFAR-C severities evaluated, each in 1..5
+    corruption_every: int = 0  # also every N epochs on corruption_max_images validation images; 0 = last epoch only
+    corruption_max_images: int = 256  # images of the validation split for the every-N-epochs corruption evaluation
+    corruptions_dir: str | None = None  # folder of CIFAR-10-C/-100-C .npy files: the test split uses them when present
+    corruption_baseline: str | None = None  # metrics.json of a baseline run (latune.train): adds mce_vs_baseline
 
 
 @dataclass(frozen=True)
@@ -313,6 +321,16 @@ def validate(config: Config) -> None:
     _check(e.every >= 1, "eval.every", ">= 1", e.every)
     _check(e.max_images >= 0, "eval.max_images", ">= 0 (0 = all)", e.max_images)
     _check(e.batch_size >= 1, "eval.batch_size", ">= 1", e.batch_size)
+    from latune.evaluate import corruption_names  # lazy: torch
+
+    corruption_names(e.corruptions)  # raises ConfigError naming eval.corruptions and the allowed values
+    _check(bool(e.corruption_severities) and all(1 <= s <= 5 for s in e.corruption_severities),
+           "eval.corruption_severities", "a non-empty list of severities in 1..5", list(e.corruption_severities))
+    _check(e.corruption_every >= 0, "eval.corruption_every", ">= 0 (0 = last epoch only)", e.corruption_every)
+    _check(e.corruptions_dir is None or d.name in ("cifar10", "cifar100"), "eval.corruptions_dir",
+           "none unless data.name is cifar10 or cifar100 (the released CIFAR-C files hold their test sets)",
+           e.corruptions_dir)
+    _check(e.corruption_max_images >= 1, "eval.corruption_max_images", ">= 1", e.corruption_max_images)
     _check(0 <= la.delta < 1, "la.delta", "in [0, 1)", la.delta)
     _check(0 <= la.p <= 1, "la.p", "in [0, 1]", la.p)
     _check(1 <= la.severity <= 10, "la.severity", "in 1..10", la.severity)

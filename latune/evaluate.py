@@ -1,4 +1,5 @@
-"""Evaluate a model on a split: clean and PGD-k accuracy, class by class, and the transformation head.
+"""Evaluate a model on a split: clean and PGD-k accuracy, class by class, the transformation head, and
+common corruptions.
 
 Evaluation is always fp32, with the model in eval mode (restored afterwards). An image counts as
 robust only if it is classified correctly clean and after every one of the ``restarts`` PGD runs
@@ -7,15 +8,19 @@ robust only if it is classified correctly clean and after every one of the ``res
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latune import attacks, labels, metrics, transforms
 from latune.data import Split, to_float
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "evaluate_corruptions", "corruption_names", "CorruptionFiles"]
+
+# (corruption, severity) -> (uint8 images [N,C,H,W], labels [N]) of a released CIFAR-C file, or None when absent
+CorruptionFiles = Callable[[str, int], "tuple[Tensor, Tensor] | None"]
 
 
 def evaluate(model: nn.Module, split: Split, *, num_classes: int, eps: float, alpha: float, steps: int,
@@ -77,3 +82,93 @@ def evaluate(model: nn.Module, split: Split, *, num_classes: int, eps: float, al
     if transform_ops:
         result["transform_acc"] = head_hits / total if total else float("nan")
     return result
+
+
+def corruption_names(spec: str) -> tuple[str, ...]:
+    """The corruptions named by ``eval.corruptions``: none, all, a family, or a comma list of names."""
+    text = spec.strip()
+    if text == "none":
+        return ()
+    from latune.config import ConfigError
+    from latune.corruptions import CORRUPTIONS, FAMILIES
+
+    if text == "all":
+        return CORRUPTIONS
+    if text in FAMILIES:
+        return tuple(FAMILIES[text])
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in CORRUPTIONS]
+    if unknown or not names:
+        raise ConfigError(f"eval.corruptions: unknown {', '.join(map(repr, unknown)) or repr(spec)}; allowed: none, "
+                          f"all, {', '.join(FAMILIES)} or a comma list of {', '.join(CORRUPTIONS)}")
+    return names
+
+
+def _pair_seed(seed: int, name: str, severity: int) -> int:
+    # one stream per (corruption, severity): a subset of corruptions gives the same figures as in "all"
+    from latune.corruptions import CORRUPTIONS
+
+    return seed * 1_000_003 + 10 * (CORRUPTIONS.index(name) + 1) + severity
+
+
+def evaluate_corruptions(model: nn.Module, split: Split, *, num_classes: int, names: Sequence[str],
+                         severities: Sequence[int] = (1, 2, 3, 4, 5), batch_size: int = 256, max_images: int = 0,
+                         seed: int = 0, files: CorruptionFiles | None = None,
+                         baseline: Mapping[str, float] | None = None) -> dict[str, float | list[float]]:
+    """Accuracy of ``model`` on ``split`` (first ``max_images`` if > 0) under each corruption and severity.
+
+    Corrupted images come from ``latune.corruptions.corrupt`` (deterministic under ``seed``), or, for a
+    corruption ``files`` has (released CIFAR-10-C/-100-C arrays of the same test images), from the files;
+    their labels must match the split's. Returns the CE figures of ``metrics.corruption_errors`` (``ce_*``,
+    ``mce``, ``mce_vs_baseline`` with a baseline) and ``corruption_*`` metrics as ``metrics.summarize`` gives
+    them, pooled over every (corruption, severity) pair: a class's error is its mean error under corruption,
+    so ``corruption_class_error_sd`` is the spread of corruption error between classes.
+    """
+    from latune.corruptions import FAMILIES, corrupt
+
+    images, targets = split.images, split.labels
+    if max_images:
+        images, targets = images[:max_images], targets[:max_images]
+    device = images.device
+    was_training = model.training
+    model.eval()
+    errors: dict[tuple[str, int], float] = {}
+    correct_all: list[Tensor] = []
+    try:
+        for name in names:
+            for severity in severities:
+                released = files(name, severity) if files is not None else None
+                if released is not None:
+                    source, file_labels = released[0][:len(targets)].to(device), released[1][:len(targets)].to(device)
+                    if len(file_labels) != len(targets) or not torch.equal(file_labels, targets):
+                        raise ValueError(f"eval.corruptions_dir: the {name} file's labels do not match the test "
+                                         "split's (files of another data set?)")
+                generator = torch.Generator(device=device).manual_seed(_pair_seed(seed, name, severity))
+                hits = []
+                for start in range(0, len(targets), batch_size):
+                    if released is not None:
+                        x = to_float(source[start:start + batch_size])
+                        if x.shape[-2:] != images.shape[-2:]:
+                            x = F.interpolate(x, size=images.shape[-2:], mode="bilinear", antialias=True,
+                                              align_corners=False).clamp_(0, 1)
+                    else:
+                        x = corrupt(to_float(images[start:start + batch_size]), name, severity, generator=generator)
+                    with torch.no_grad():
+                        hits.append(labels.predict(model(x), num_classes) == targets[start:start + batch_size])
+                correct = torch.cat(hits)
+                errors[(name, severity)] = 1.0 - float(correct.float().mean())
+                correct_all.append(correct)
+    finally:
+        model.train(was_training)
+    result: dict[str, float | list[float]] = dict(metrics.corruption_errors(errors, FAMILIES, baseline))
+    pooled = torch.cat(correct_all)
+    pooled_labels = targets.repeat(len(correct_all))
+    result.update(metrics.summarize("corruption", metrics.class_errors(pooled, pooled_labels, num_classes),
+                                    int(pooled.sum()), len(pooled)))
+    return result
+
+
+if __name__ == "__main__":  # python -m latune.evaluate CHECKPOINT|SWEEP --attack ...: the audit CLI
+    from latune.audit import main
+
+    raise SystemExit(main())

@@ -8,11 +8,12 @@ of errors between classes that label augmentation aims to narrow.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["class_errors", "summarize"]
+__all__ = ["class_errors", "summarize", "corruption_errors"]
 
 
 def class_errors(correct: Tensor, labels: Tensor, num_classes: int) -> list[float]:
@@ -46,3 +47,34 @@ def summarize(prefix: str, per_class_error: list[float], correct: int, total: in
         f"{prefix}_class_error_sd": sd,
         f"{prefix}_worst_class_acc": 1.0 - max(present) if present else math.nan,
     }
+
+
+def corruption_errors(errors: Mapping[tuple[str, int], float], families: Mapping[str, Sequence[str]],
+                      baseline: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Corruption error (CE) figures from the error rate of each (corruption, severity) pair.
+
+    Following Hendrycks & Dietterich (2019): ``ce_<c>_s<k>`` is the error on corruption c at severity k;
+    ``ce_<c>`` its mean over the evaluated severities; ``ce_<family>`` the mean of ``ce_<c>`` over the
+    family's evaluated corruptions; ``mce`` the mean of ``ce_<c>`` over all evaluated corruptions
+    (unnormalised). With ``baseline`` (corruption -> that run's ``ce_<c>``, same severities) also
+    ``mce_vs_baseline``: the mean over corruptions of ce_c / baseline ce_c (the paper's normalised mCE,
+    which it reports against AlexNet; 1.0 = as good as the baseline). Corruptions the baseline lacks or
+    gets exactly right are left out of that mean.
+    """
+    by_corruption: dict[str, list[float]] = {}
+    out: dict[str, float] = {}
+    for (name, severity), error in sorted(errors.items()):
+        out[f"ce_{name}_s{severity}"] = float(error)
+        by_corruption.setdefault(name, []).append(float(error))
+    ce = {name: sum(v) / len(v) for name, v in by_corruption.items()}
+    out.update({f"ce_{name}": value for name, value in ce.items()})
+    for family, names in families.items():
+        present = [ce[n] for n in names if n in ce]
+        if present:
+            out[f"ce_{family}"] = sum(present) / len(present)
+    out["mce"] = sum(ce.values()) / len(ce) if ce else math.nan
+    if baseline is not None:
+        usable = {n: b for n, b in baseline.items() if n in ce and b and not math.isnan(b)}
+        ratios = [ce[n] / b for n, b in usable.items()]
+        out["mce_vs_baseline"] = sum(ratios) / len(ratios) if ratios else math.nan
+    return out

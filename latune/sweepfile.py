@@ -242,13 +242,28 @@ def parse_sweep(raw: Any, *, data: str | None = None, overrides: dict[str, Any] 
                      objectives=dict(objectives), cpu=float(cpu), gpu=gpu if gpu == "auto" else float(gpu),
                      max_retries=max_retries, epochs=epochs, path=path)
     _check_values(spec)
+    _check_corruption_objectives(spec)
     return spec
 
 
+def _check_corruption_objectives(spec: SweepSpec) -> None:
+    """A corruption metric as objective needs every trial to evaluate corruptions."""
+    wanted = [m for m in spec.objectives if m in _CORRUPTION_METRICS]
+    searched = [d for d in spec.space if d.key == "eval.corruptions"]
+    values = searched[0].values if searched else (spec.base.get("eval.corruptions", "none"),)
+    if wanted and any(str(v).strip() == "none" for v in values):
+        raise _fail("objectives", f"{wanted[0]} needs corruption evaluation in every trial: set eval.corruptions "
+                                  "in base (all, a family or names)")
+
+
+# reported only when eval.corruptions names corruptions (NaN until the first corruption evaluation)
+_CORRUPTION_METRICS = ("mce", "corruption_acc", "corruption_class_error_mean", "corruption_class_error_sd",
+                       "corruption_worst_class_acc")
 # metrics every trial reports in every epoch (validation split), usable as objectives
 _REPORTED_METRICS = (
     "clean_acc", "robust_acc", "clean_class_error_mean", "clean_class_error_sd", "robust_class_error_mean",
     "robust_class_error_sd", "clean_worst_class_acc", "robust_worst_class_acc", "train_loss", "images_per_s",
+    *_CORRUPTION_METRICS,
 )
 
 

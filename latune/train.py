@@ -8,22 +8,28 @@ one training and writes DIR/metrics.json and DIR/model.pt.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from latune import attacks, labels, transforms
-from latune.config import Config, resolve, to_flat
+from latune.config import Config, ConfigError, resolve, to_flat
 from latune.data import DataBundle, augment_batch, iterate_batches, load_data
-from latune.evaluate import evaluate
+from latune.evaluate import CorruptionFiles, corruption_names, evaluate, evaluate_corruptions
 from latune.models import build_model
 
 __all__ = ["Epoch", "RunSetup", "setup", "train", "pick_device"]
+
+# corruption metrics usable as sweep objectives (see latune.sweepfile)
+_CORRUPTION_SUMMARY_KEYS = ("mce", "corruption_acc", "corruption_class_error_mean", "corruption_class_error_sd",
+                            "corruption_worst_class_acc")
 
 
 @dataclass
@@ -46,6 +52,10 @@ class RunSetup:
     ops: tuple[str, ...]  # transformation ops of the LA set; () when LA is off
     num_extra: int  # M: transformation logits after the K class logits; 0 when LA is off
     model: nn.Module
+    corruptions: tuple[str, ...] = ()  # eval.corruptions resolved to names; () = no corruption evaluation
+    # ce_<corruption> of the eval.corruption_baseline run, by split prefix ("" validation, "test_")
+    corruption_baseline: dict[str, dict[str, float]] = field(default_factory=dict)
+    test_corruption_files: CorruptionFiles | None = None  # released CIFAR-C arrays for the test split
 
 
 def pick_device(name: str) -> torch.device:
@@ -62,6 +72,10 @@ def setup(config: Config, data: DataBundle | None = None) -> RunSetup:
     config = resolve(config)
     device = pick_device(config.device)
     c = config
+    corruptions = corruption_names(c.eval.corruptions)
+    # files named by the config are read before the data and the model: a wrong path fails before any compute
+    baseline = _read_corruption_baseline(c.eval.corruption_baseline, corruptions) if corruptions else {}
+    files = _corruption_files(c.eval.corruptions_dir) if corruptions and c.eval.corruptions_dir else None
     if data is None:
         data = load_data(c.data.name, image_size=c.data.image_size, data_dir=c.data.data_dir,
                          val_fraction=c.data.val_fraction, test_fraction=c.data.test_fraction, seed=c.seed,
@@ -72,7 +86,40 @@ def setup(config: Config, data: DataBundle | None = None) -> RunSetup:
     model = build_model(c.model.arch, num_classes=data.num_classes, num_extra=num_extra, in_channels=data.channels,
                         image_size=data.image_size, mean=data.mean, std=data.std, small_stem=c.model.small_stem)
     model = model.to(device, memory_format=torch.channels_last if c.model.channels_last else torch.preserve_format)
-    return RunSetup(config=config, device=device, data=data, ops=ops, num_extra=num_extra, model=model)
+    return RunSetup(config=config, device=device, data=data, ops=ops, num_extra=num_extra, model=model,
+                    corruptions=corruptions, corruption_baseline=baseline, test_corruption_files=files)
+
+
+def _read_corruption_baseline(path: str | None, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """ce_<name> (validation) and test_ce_<name> from the final metrics of a latune.train metrics.json."""
+    if path is None:
+        return {}
+    try:
+        final = json.loads(Path(path).expanduser().read_text())["final"] or {}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"eval.corruption_baseline: cannot read final metrics from {path!r} (expected the "
+                          f"metrics.json of a finished python -m latune.train run): {err}") from None
+    found = {prefix: {n: float(final[f"{prefix}ce_{n}"]) for n in names if f"{prefix}ce_{n}" in final}
+             for prefix in ("", "test_")}
+    if not found["test_"]:
+        raise ConfigError(f"eval.corruption_baseline: {path!r} has no corruption errors (ce_*) for "
+                          f"{', '.join(names)}; train the baseline with eval.corruptions set")
+    return found
+
+
+def _corruption_files(folder: str) -> CorruptionFiles:
+    from latune.corruptions import available_corruption_files, load_corruption_files
+
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"eval.corruptions_dir: {folder!r} is not a folder (expected the CIFAR-10-C or "
+                          "CIFAR-100-C folder with <corruption>.npy and labels.npy)")
+    present = set(available_corruption_files(root))
+
+    def released(name: str, severity: int) -> tuple[Tensor, Tensor] | None:
+        return load_corruption_files(root, name, severity) if name in present else None
+
+    return released
 
 
 def _schedule(optimizer: torch.optim.Optimizer, config: Config, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
@@ -133,6 +180,13 @@ def train(config: Config, *, resume: dict[str, Any] | None = None, run: RunSetup
                        batch_size=c.eval.batch_size, max_images=c.eval.max_images, seed=c.seed, transform_ops=ops,
                        num_extra=M, severity=c.la.severity, perturbation_eps=perturbation_eps)
     latest_eval: dict[str, Any] = dict(resume.get("latest_eval", {})) if resume else {}
+    corruption_kwargs = dict(num_classes=K, names=run.corruptions, severities=c.eval.corruption_severities,
+                             batch_size=c.eval.batch_size, seed=c.seed)
+    if run.corruptions and not latest_eval:
+        # the summary keys are in every report from the start (NaN until measured): a sweep objective must be
+        latest_eval.update({key: math.nan for key in _CORRUPTION_SUMMARY_KEYS})
+        if run.corruption_baseline:
+            latest_eval["mce_vs_baseline"] = math.nan
     for epoch in range(start_epoch, c.optim.epochs):
         model.train()
         started = time.perf_counter()
@@ -194,14 +248,28 @@ def train(config: Config, *, resume: dict[str, Any] | None = None, run: RunSetup
         }
         last = epoch + 1 == c.optim.epochs
         if last or epoch == start_epoch or (epoch + 1) % c.eval.every == 0:
-            latest_eval = evaluate(model, data.val, **eval_kwargs)
+            latest_eval = {**latest_eval, **evaluate(model, data.val, **eval_kwargs)}
             latest_eval["eval_epoch"] = epoch + 1
             latest_eval["eval_time_s"] = time.perf_counter() - started - seconds
+        every = c.eval.corruption_every
+        if run.corruptions and (last or (every and (epoch + 1) % every == 0)):
+            # the periodic check runs on a subsample so training stays fast; the last epoch on the full split
+            subsample = min(filter(None, (c.eval.max_images, c.eval.corruption_max_images)))
+            limit = c.eval.max_images if last else subsample
+            measured = time.perf_counter()
+            latest_eval.update(evaluate_corruptions(model, data.val, max_images=limit,
+                                                    baseline=run.corruption_baseline.get(""), **corruption_kwargs))
+            latest_eval["corruption_eval_epoch"] = epoch + 1
+            latest_eval["corruption_eval_time_s"] = time.perf_counter() - measured
         # validation metrics in every report (the latest ones between evaluations): sweeps need each objective
         # in each report; eval_epoch says how fresh they are
         metrics.update(latest_eval)
         if last:
             test = evaluate(model, data.test, **eval_kwargs)
+            if run.corruptions:
+                test.update(evaluate_corruptions(model, data.test, max_images=c.eval.max_images,
+                                                 files=run.test_corruption_files,
+                                                 baseline=run.corruption_baseline.get("test_"), **corruption_kwargs))
             metrics.update({f"test_{key}": value for key, value in test.items()})
         yield Epoch(epoch=epoch + 1, metrics=metrics, state_dict=snapshot(epoch + 1, latest_eval), model=model)
 

@@ -113,9 +113,10 @@ def reported_every_epoch(record: TrialRecord) -> bool:
 
 def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     """The scalar metrics of one Tune result: the numbers the trainable reported, none of Ray's
-    bookkeeping. Vectors (per-class errors) go to the class_errors artifact instead."""
+    bookkeeping. Vectors (per-class errors) go to the class_errors artifact instead. NaN is left out: it
+    marks a metric not measured yet (corruption figures before their first evaluation)."""
     return {key: float(value) for key, value in result.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
             and key not in _RAY_KEYS and not key.startswith("config/")}
 
 

@@ -17,7 +17,7 @@ def _cli(*args, cwd=None):
 @pytest.mark.slow
 def test_adversarial_training_on_digits_beats_an_undefended_model(tmp_path):
     defended = _cli("--data", "digits", "--out", str(tmp_path / "la"), "--set", "optim.epochs=4",
-                    "--set", "la.delta=0.1", "--set", "attack.eps=0.1")
+                    "--set", "la.delta=0.1", "--set", "attack.eps=0.1", "--corruptions", "noise")
     assert defended.returncode == 0, defended.stderr
     undefended = _cli("--data", "digits", "--out", str(tmp_path / "std"), "--set", "optim.epochs=4",
                       "--set", "attack.eps=0", "--set", "eval.eps=0.1", "--quiet")
@@ -39,6 +39,9 @@ def test_adversarial_training_on_digits_beats_an_undefended_model(tmp_path):
         assert f"{prefix}transform_acc" in final
     for key in ("train_loss", "train_acc", "epoch_time_s", "images_per_s", "lr", "eval_epoch"):
         assert key in final
+    for key in ("mce", "ce_noise", "ce_shot_noise_s5", "corruption_class_error_sd", "corruption_acc"):
+        assert 0 <= final[key] <= 1 and 0 <= final[f"test_{key}"] <= 1, key
+    assert "ce_fog" not in final and "test_mce=" in defended.stdout
 
 
 def test_help_lists_every_config_key():
@@ -55,6 +58,10 @@ def test_help_lists_every_config_key():
     (["--data", "imagenet"], "error: data.name: unknown value 'imagenet'; allowed: digits"),
     (["--set", "la.transform_set=nope"], "error: la.transform_set: unknown set 'nope'"),
     (["--set", "novalue"], "error: --set: expected key=value"),
+    (["--corruptions", "rain"], "error: eval.corruptions: unknown 'rain'; allowed: none, all, noise"),
+    (["--corruptions-dir", "/tmp"], "error: eval.corruptions_dir: must be none unless data.name is cifar10"),
+    (["--corruptions", "all", "--set", "eval.corruption_baseline=/no/metrics.json"],
+     "error: eval.corruption_baseline: cannot read final metrics from '/no/metrics.json'"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragment):
     out = tmp_path / "out"

@@ -49,6 +49,11 @@ def test_resolve_keeps_explicit_values():
     ("la.p", 1.5, "la.p: must be in [0, 1]"),
     ("la.severity", 11, "la.severity: must be in 1..10"),
     ("device", "tpu", "device: must be one of auto, cpu, cuda"),
+    ("eval.corruptions", "rain", "eval.corruptions: unknown 'rain'; allowed: none, all, noise, blur, weather, digital"),
+    ("eval.corruptions", "fog,haze", "eval.corruptions: unknown 'haze'"),
+    ("eval.corruption_severities", "0,3", "eval.corruption_severities: must be a non-empty list of severities in 1..5"),
+    ("eval.corruption_every", -1, "eval.corruption_every: must be >= 0"),
+    ("eval.corruptions_dir", "/data/CIFAR-10-C", "eval.corruptions_dir: must be none unless data.name is cifar10"),
 ])
 def test_bad_values_raise_one_clear_line(key, value, fragment):
     with pytest.raises(ConfigError) as info:

@@ -173,6 +173,11 @@ BAD = {
                                    "space: grid dimensions need search.algorithm: grid"),
     "unknown_objective_metric": ("space: {la.delta: [0.0, 0.1]}\nobjectives: {accuracy: max}\n",
                                  "objectives: unknown metric 'accuracy'; allowed: clean_acc"),
+    "corruption_objective_without_corruptions": ("space: {la.delta: [0.0, 0.1]}\nobjectives: {mce: min}\n",
+                                                 "objectives: mce needs corruption evaluation in every trial"),
+    "corruption_objective_with_a_trial_without": (
+        "space: {eval.corruptions: [all, none]}\nobjectives: {corruption_class_error_sd: min}\n",
+        "objectives: corruption_class_error_sd needs corruption evaluation"),
     "unknown_objective_mode": ("space: {la.delta: [0.0, 0.1]}\nobjectives: {clean_acc: maximize}\n",
                                "objectives.clean_acc: unknown value 'maximize'; allowed: max, min"),
     "negative_gpu": ("space: {la.delta: [0.0, 0.1]}\nresources: {gpu: -1}\n", "resources.gpu: must be auto"),
@@ -207,6 +212,12 @@ BAD = {
 
 def test_the_good_file_used_below_is_valid():
     assert parse_sweep(GOOD).space[0].values == (0.0, 0.1)
+
+
+def test_a_corruption_metric_is_an_objective_when_trials_evaluate_corruptions():
+    spec = parse_sweep({"base": {"eval.corruptions": "noise"}, "space": {"la.delta": [0.0, 0.1]},
+                        "objectives": {"robust_acc": "max", "mce": "min", "corruption_class_error_sd": "min"}})
+    assert spec.objectives == {"robust_acc": "max", "mce": "min", "corruption_class_error_sd": "min"}
 
 
 @pytest.mark.parametrize("name", BAD)

@@ -69,3 +69,35 @@ def test_cosine_schedule_ends_near_zero():
 def test_diverging_loss_raises():
     with pytest.raises(FloatingPointError, match="training loss is"):
         _run(**{"optim.lr": 1e12, "optim.epochs": 1, "optim.nesterov": False, "optim.momentum": 0.0})
+
+
+def test_corruption_metrics_every_report_first_as_nan_then_measured():
+    metrics = _run(**{"optim.epochs": 3, "eval.corruptions": "fog,gaussian_noise", "eval.corruption_severities": "1,5",
+                      "eval.corruption_every": 2, "eval.corruption_max_images": 32})
+    assert all("mce" in m and "corruption_class_error_sd" in m for m in metrics)  # a sweep objective must be
+    assert math.isnan(metrics[0]["mce"]) and "ce_fog" not in metrics[0]
+    assert [m.get("corruption_eval_epoch") for m in metrics] == [None, 2, 3]
+    last = metrics[-1]
+    for prefix in ("", "test_"):
+        ce = [last[f"{prefix}ce_{n}_s{s}"] for n in ("fog", "gaussian_noise") for s in (1, 5)]
+        assert all(0 <= e <= 1 for e in ce)
+        assert last[f"{prefix}mce"] == pytest.approx(sum(ce) / 4)
+        assert last[f"{prefix}ce_noise"] == last[f"{prefix}ce_gaussian_noise"]
+        assert len(last[f"{prefix}corruption_class_error"]) == 10
+        # pooled over the 4 (corruption, severity) pairs: accuracy = 1 - mean error
+        assert last[f"{prefix}corruption_acc"] == pytest.approx(1 - sum(ce) / 4)
+
+
+def test_corruption_baseline_from_a_metrics_json(tmp_path):
+    import json
+
+    keys = {"eval.corruptions": "contrast", "eval.corruption_severities": "5", "optim.epochs": 1}
+    metrics = _run(**keys)[-1]
+    baseline = tmp_path / "metrics.json"
+    baseline.write_text(json.dumps({"final": {k: v for k, v in metrics.items() if "ce_" in k}}))
+    again = _run(**keys, **{"eval.corruption_baseline": str(baseline)})[-1]
+    assert again["test_mce_vs_baseline"] == pytest.approx(1.0)  # the same run as its own baseline
+    from latune.config import ConfigError
+
+    with pytest.raises(ConfigError, match="eval.corruption_baseline"):
+        setup(from_flat({**TINY, **keys, "eval.corruption_baseline": str(tmp_path / "missing.json")}))

@@ -1,0 +1,122 @@
+"""latune.report: settings, roles and relative changes on a hand-made table with known answers, and the CLI on a
+tiny real sweep (Standard, Adv and Adv+ with corruption evaluation) including the MLflow artifact."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from latune.report import relative_changes, render, roles, setting_table
+
+
+def _trial(trial_id, eps, delta, seed, robust_mean, robust_sd, clean_mean=0.1, status="TERMINATED"):
+    return {"trial_id": trial_id, "status": status, "attack.eps": eps, "la.delta": delta, "seed": seed,
+            "la.transform_set": "augmix_ops", "test_clean_acc": 1 - clean_mean,
+            "test_clean_class_error_mean": clean_mean, "test_clean_class_error_sd": 0.02,
+            "test_robust_acc": 1 - robust_mean, "test_robust_class_error_mean": robust_mean,
+            "test_robust_class_error_sd": robust_sd, "robust_acc": 0.0}
+
+
+@pytest.fixture
+def table():
+    return pd.DataFrame([
+        _trial("s0", 0.0, 0.0, 0, 0.9, 0.05), _trial("s1", 0.0, 0.0, 1, 0.9, 0.05),
+        _trial("a0", 0.1, 0.0, 0, 0.40, 0.20), _trial("a1", 0.1, 0.0, 1, 0.50, 0.10),
+        _trial("p0", 0.1, 0.2, 0, 0.36, 0.12), _trial("p1", 0.1, 0.2, 1, 0.36, 0.06),
+        _trial("x", 0.1, 0.2, 2, 0.0, 0.0, status="ERROR"),  # failed trials stay out of every figure
+    ])
+
+
+def test_roles_from_resolved_config(table):
+    assert list(roles(table)) == ["Standard", "Standard", "Adv", "Adv", "Adv+", "Adv+", "Adv+"]
+    # LA with no transformation set is the Adv baseline, whatever delta says
+    no_set = table.assign(**{"la.transform_set": "none"})
+    assert list(roles(no_set))[4] == "Adv"
+
+
+def test_settings_pool_seeds_with_mean_and_sample_sd(table):
+    settings, prefix = setting_table(table)
+    assert prefix == "test_"
+    assert list(settings["role"]) == ["Standard", "Adv", "Adv+"] and list(settings["n"]) == [2, 2, 2]
+    adv = settings.iloc[1]
+    assert adv["robust_class_error_mean"] == pytest.approx(0.45)
+    assert adv["robust_class_error_mean_sd"] == pytest.approx(math.sqrt(2 * 0.05**2))  # ddof=1 of 0.40, 0.50
+    assert adv["robust_class_error_sd"] == pytest.approx(0.15)
+    assert math.isnan(adv["mce"])  # no corruption columns in this table
+
+
+def test_relative_changes_known_answer(table):
+    settings, _ = setting_table(table)
+    changes = relative_changes(settings)
+    assert len(changes) == 1 and int(changes.iloc[0]["setting"]) == 2 and int(changes.iloc[0]["against"]) == 1
+    # PGD class-wise error mean 0.45 -> 0.36: -20%; SD 0.15 -> 0.09: -40%; clean unchanged: 0%
+    assert changes.iloc[0]["robust_class_error_mean"] == pytest.approx(-0.2)
+    assert changes.iloc[0]["robust_class_error_sd"] == pytest.approx(-0.4)
+    assert changes.iloc[0]["clean_class_error_mean"] == pytest.approx(0.0)
+
+
+def test_adv_plus_is_only_compared_with_the_adv_of_the_same_eps(table):
+    other_eps = table.assign(**{"attack.eps": [0.0, 0.0, 0.2, 0.2, 0.1, 0.1, 0.1]})
+    assert relative_changes(setting_table(other_eps)[0]).empty
+    assert "No Adv+ setting has an Adv setting" in render(other_eps, title="t")
+
+
+def test_render_markdown(table):
+    text = render(table, title="demo", pgd_label="PGD-40")
+    assert text.startswith("# demo") and "6 of 7 trials finished" in text and "test split" in text
+    assert "| 1 | Adv | ε=0.1, δ=0, set=augmix_ops | 2 | 90.0 ± 0.0 | 10.0 ± 0.0 | 2.0 ± 0.0 | 55.0 ± 7.1 | " \
+           "45.0 ± 7.1 | 15.0 ± 7.1 |" in text
+    assert "| 2 | 1 | -20.0% | -40.0% | +0.0% | +0.0% |" in text
+    assert "corr. err" not in text and "mCE" not in text.split("\n\n", 2)[2]  # no corruption figures: no columns
+
+
+@pytest.mark.slow
+def test_report_cli_on_a_tiny_real_sweep(tmp_path):
+    """Standard, Adv and Adv+ (2 seeds of Adv and Adv+) with noise corruptions at two severities; the report
+    has every role, the corruption columns filled, and is attached to the sweep's MLflow parent run."""
+    from mlflow import MlflowClient
+
+    sweep = tmp_path / "mini.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "mini", "description": "report test",
+        "base": {"optim.epochs": 1, "data.limit_train": 128, "eval.max_images": 64, "eval.steps": 3,
+                 "attack.steps": 2, "eval.corruptions": "noise", "eval.corruption_severities": [1, 5]},
+        "space": {"attack.eps": [0.0, 0.1], "la.delta": [0.0, 0.2], "seed": [0, 1]},
+        "search": {"algorithm": "grid"}, "resources": {"cpu": 1, "gpu": 0},
+        "objectives": {"clean_acc": "max", "robust_acc": "max", "mce": "min"}}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env_args = ["--tracking-uri", uri, "--verbose", "0"]
+    done = subprocess.run([sys.executable, "-m", "latune.sweep", str(sweep), *env_args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    report = subprocess.run([sys.executable, "-m", "latune.report", "mini", "--tracking-uri", uri], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-3000:]
+    text = report.stdout
+    assert "8 of 8 trials finished" in text and "test split" in text
+    for role in ("Standard", "Adv", "Adv+"):
+        assert f"| {role} |" in text
+    assert "## Adv+ against Adv" in text and "%" in text.split("## Adv+ against Adv")[1]
+    table = pd.read_parquet(next(tmp_path.glob("runs/mini-digits-*/results.parquet")))
+    for column in ("test_mce", "test_ce_gaussian_noise_s5", "test_ce_noise", "mce", "corruption_class_error_sd"):
+        assert table[column].notna().all(), column
+    # one figure checked by hand: the Adv+ seeds' mean test mCE, in %, is in the table's mCE column
+    plus = table[(table["attack.eps"] > 0) & (table["la.delta"] > 0)]
+    assert f"{plus['test_mce'].mean() * 100:.1f} ±" in text
+    assert (next(tmp_path.glob("runs/mini-digits-*")) / "report.md").read_text() in text
+    client = MlflowClient(uri)
+    parents = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                 "tags.`latune.role` = 'sweep'")
+    assert len(parents) == 1
+    assert [a.path for a in client.list_artifacts(parents[0].info.run_id) if a.path == "report.md"]
+
+
+def test_report_cli_errors(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "latune.report", "nothing-here"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "SWEEP" in done.stderr and len(done.stderr.strip().splitlines()) == 1
