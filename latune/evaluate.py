@@ -169,6 +169,6 @@ def evaluate_corruptions(model: nn.Module, split: Split, *, num_classes: int, na
 
 
 if __name__ == "__main__":  # python -m latune.evaluate CHECKPOINT|SWEEP --attack ...: the audit CLI
-    from latune.audit import main
+    from latune.audit_cli import main
 
     raise SystemExit(main())

@@ -60,11 +60,14 @@ def roles(table: pd.DataFrame) -> pd.Series:
 
 
 def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value  # numpy scalars from parquet
+    if hasattr(value, "tolist"):  # numpy scalars and arrays (list-valued keys) from parquet
+        return value.tolist()
+    return value
 
 
 def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and not (
+        isinstance(value, str) and value in ("None", "nan"))
 
 
 def _split_prefix(table: pd.DataFrame) -> str:
