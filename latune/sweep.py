@@ -157,14 +157,19 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
     name = name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
     experiment_path = f"{storage.rstrip('/')}/{name}"
 
+    # ray.init(address=None) joins the latest cluster started on this machine (`ray start`, another
+    # process's ray.cluster_utils) and then rejects num_cpus; "local" starts our own, as documented.
+    # $RAY_ADDRESS (set by `ray job submit`, and on the head of a `ray up` cluster) names the cluster to join.
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
-        # ray.init(address=None) joins the latest cluster started on this machine (`ray start`, another
-        # process's ray.cluster_utils) and then rejects num_cpus; "local" starts our own, as documented.
-        # $RAY_ADDRESS (set by `ray job submit`) still names the cluster to join.
-        address = address or os.environ.get("RAY_ADDRESS") or None
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=verbose > 1,
                  **({} if address else {"num_cpus": os.cpu_count()}))
-    cpu, gpu, concurrent = plan_resources(spec, ray.cluster_resources())
+    resources = ray.cluster_resources()
+    if address not in (None, "local"):  # joined a cluster: on a `ray up` head, count the workers it may add
+        from latune.cluster import with_autoscaler_capacity
+
+        resources = with_autoscaler_capacity(resources)
+    cpu, gpu, concurrent = plan_resources(spec, resources)
     trainable = tune.with_resources(tune.with_parameters(train_trial), {"cpu": cpu, "gpu": gpu})
     epochs = _resolved_epochs(spec)
 
@@ -242,7 +247,8 @@ def _dry_run(spec: SweepSpec, storage: str) -> str:
     else:
         lines.append(f"trials: {spec.num_samples} sampled by Optuna")
     lines += [f"  {d.key}: {d.kind} {list(d.values)}" for d in sampled]
-    lines.append(f"results would go under {os.path.abspath(storage)}/{_experiment_name(spec)}-<time>")
+    where = storage.rstrip("/") if "://" in storage else os.path.abspath(storage)
+    lines.append(f"results would go under {where}/{_experiment_name(spec)}-<time>")
     return "\n".join(lines)
 
 
@@ -268,14 +274,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="root of downloaded data sets (default $LATUNE_DATA)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="fix a config key for every trial (pins it if the sweep searches it); repeatable")
+    parser.add_argument("--corruptions", metavar="SPEC", help="pin eval.corruptions for every trial: all, a family "
+                        "(noise, blur, weather, digital) or names")
+    parser.add_argument("--corruptions-dir", metavar="DIR", help="released CIFAR-10-C/-100-C .npy folder for the test "
+                        "split (eval.corruptions_dir; cifar10/cifar100)")
     parser.add_argument("--num-samples", type=int, help="Optuna: number of trials; grid: repeats of the grid")
     parser.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit)")
     parser.add_argument("--cpu", type=float, help="CPUs per trial (overrides the sweep file)")
     parser.add_argument("--gpu", help="GPUs per trial: a fraction (0.25 = four trials per GPU), a count, or auto")
-    parser.add_argument("--address", help="Ray cluster address: auto or HOST:PORT (default: start a local Ray)")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help="results folder or URI such as s3://bucket/path "
-                                                                   "(default ./runs)")
-    parser.add_argument("--optuna-storage", help="Optuna RDB URL (default sqlite in the experiment folder)")
+    parser.add_argument("--address", help="Ray cluster address: auto or HOST:PORT (default $RAY_ADDRESS, else "
+                                           "start a local Ray)")
+    parser.add_argument("--storage", default=os.environ.get("LATUNE_STORAGE") or DEFAULT_STORAGE,
+                        help="results folder or URI such as s3://bucket/path (default $LATUNE_STORAGE, else ./runs)")
+    parser.add_argument("--optuna-storage", default=os.environ.get("LATUNE_OPTUNA_STORAGE") or None,
+                        help="Optuna RDB URL (default $LATUNE_OPTUNA_STORAGE, else sqlite in the experiment folder)")
     parser.add_argument("--name", help="experiment name (default SWEEP-DATA-TIME; --resume: the latest)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     parser.add_argument("--dry-run", action="store_true", help="validate, print trials and resources, run nothing")
@@ -296,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.sweep:
             raise UserError("name a sweep (python -m latune.sweep --list shows them)")
         overrides: dict[str, Any] = parse_overrides(args.overrides)
+        if args.corruptions:
+            overrides["eval.corruptions"] = args.corruptions
+        if args.corruptions_dir:
+            overrides["eval.corruptions_dir"] = os.path.abspath(os.path.expanduser(args.corruptions_dir))
         if args.data_dir or os.environ.get("LATUNE_DATA"):
             overrides["data.data_dir"] = os.path.abspath(args.data_dir or os.environ["LATUNE_DATA"])
         spec = load_sweep(args.sweep, data=args.data or "digits", overrides=overrides)
