@@ -48,3 +48,16 @@ def test_bench_train_cuda_request_without_cuda_is_a_clean_skip():
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["device"] == "cuda" and "skipped" in result
     assert "CUDA" in proc.stderr
+
+
+@pytest.mark.slow
+def test_bench_sweep_quick_reports_sweep_plain_and_ray_figures(tmp_path):
+    bench = BENCH.with_name("bench_sweep.py")
+    env = {**__import__("os").environ, "RAY_ADDRESS": "local"}
+    proc = subprocess.run([sys.executable, str(bench), "--quick"], capture_output=True, text=True, timeout=400,
+                          cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("efficiency", "efficiency_plain", "ray_vs_plain", "sweep_wall_s", "plain_wall_s", "trial_s"):
+        assert result[key] > 0 if not isinstance(result[key], list) else len(result[key]) == 2, key
+    assert result["ideal_s"] == pytest.approx(sum(result["trial_s"]) / 2)
