@@ -51,8 +51,7 @@ def _in_process(configs: list[dict]) -> list[float]:
 
 
 def _train_one(flat: dict) -> float:
-    torch.set_num_threads(1)
-    return _in_process([flat])[0]
+    return _in_process([flat])[0]  # one thread, as _in_process sets
 
 
 def _plain_parallel(configs: list[dict], concurrency: int) -> tuple[float, list[float]]:

@@ -38,7 +38,6 @@ def evaluate(model: nn.Module, split: Split, *, num_classes: int, eps: float, al
         images, targets = images[:max_images], targets[:max_images]
     device = images.device
     generator = torch.Generator(device=device).manual_seed(seed)
-    groups = transforms.label_groups(transform_ops, num_extra) if transform_ops else ()
     was_training = model.training
     model.eval()
     clean_correct, robust_correct, head_hits = [], [], 0

@@ -183,26 +183,22 @@ def render(table: pd.DataFrame, *, title: str, pgd_label: str = "PGD-40") -> str
 
 def _find_experiment(target: str, storage: str) -> str:
     from latune.cli import UserError
+    from latune.results import latest_experiment
 
     if os.path.isdir(target) or "://" in target:
         return target.rstrip("/")
-    candidates = sorted((os.path.join(storage, d) for d in os.listdir(storage)
-                         if d.startswith(f"{target}-") and os.path.isdir(os.path.join(storage, d))),
-                        key=os.path.getmtime) if os.path.isdir(storage) else []
-    if not candidates:
+    name = latest_experiment(storage, target)
+    if name is None:
         raise UserError(f"SWEEP: {target!r} is neither an experiment folder nor a sweep with runs under {storage}")
-    return candidates[-1]
+    return os.path.join(storage, name)
 
 
 def _read_results(folder: str) -> pd.DataFrame:
-    import pyarrow.fs
-    import pyarrow.parquet as pq
-
     from latune.cli import UserError
+    from latune.results import read_parquet
 
-    filesystem, root = pyarrow.fs.FileSystem.from_uri(folder if "://" in folder else f"file://{os.path.abspath(folder)}")
     try:
-        return pq.read_table(f"{root.rstrip('/')}/results.parquet", filesystem=filesystem).to_pandas()
+        return read_parquet(folder)
     except (FileNotFoundError, OSError) as err:
         raise UserError(f"SWEEP: no results.parquet in {folder} (a sweep writes it when it ends): {err}") from None
 

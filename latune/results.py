@@ -6,7 +6,9 @@ e.g. s3://), readable with ``pandas.read_parquet``.
 
 from __future__ import annotations
 
+import glob
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -14,7 +16,7 @@ import pandas as pd
 
 from latune.pareto import front_table
 
-__all__ = ["trial_row", "results_table", "write_parquet", "format_front"]
+__all__ = ["trial_row", "results_table", "write_parquet", "read_parquet", "latest_experiment", "format_front"]
 
 # what Ray adds to every report that is bookkeeping, not a result
 _RAY_KEYS = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date", "time_this_iter_s",
@@ -73,6 +75,21 @@ def write_parquet(table: pd.DataFrame, folder: str) -> str:
             frame[column] = frame[column].map(lambda v: None if v is None else str(v))
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), target, filesystem=filesystem)
     return folder.rstrip("/") + "/results.parquet"
+
+
+def read_parquet(folder: str) -> pd.DataFrame:
+    """``folder/results.parquet`` (local path or pyarrow filesystem URI) as written by ``write_parquet``."""
+    import pyarrow.fs
+    import pyarrow.parquet as pq
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(folder if "://" in folder else f"file://{os.path.abspath(folder)}")
+    return pq.read_table(f"{root.rstrip('/')}/results.parquet", filesystem=filesystem).to_pandas()
+
+
+def latest_experiment(storage: str, prefix: str) -> str | None:
+    """Name of the newest experiment folder ``<prefix>-*`` under a local ``storage``; None when there is none."""
+    matches = sorted(glob.glob(os.path.join(storage, f"{prefix}-*")), key=os.path.getmtime)
+    return os.path.basename(matches[-1]) if matches else None
 
 
 def format_front(table: pd.DataFrame, objectives: Mapping[str, str], searched: Sequence[str], limit: int = 20) -> str:

@@ -9,7 +9,6 @@ writing ``results.parquet`` and printing the Pareto front.
 from __future__ import annotations
 
 import argparse
-import glob
 import math
 import os
 import re
@@ -111,11 +110,6 @@ def _experiment_name(spec: SweepSpec) -> str:
     return f"{spec.name}-{spec.base['data.name']}"
 
 
-def _latest_experiment(storage: str, prefix: str) -> str | None:
-    matches = sorted(glob.glob(os.path.join(storage, f"{prefix}-*")), key=os.path.getmtime)
-    return os.path.basename(matches[-1]) if matches else None
-
-
 def _saved_tune_state(experiment_path: str) -> bool:
     """Whether Tune saved experiment state there. ``Tuner.can_restore`` only looks for tuner.pkl, which Tune
     writes before any state; restoring from it alone restarts without the param_space (one default trial)."""
@@ -151,7 +145,9 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
     storage = storage if remote else os.path.abspath(storage)  # Tune changes directories: keep paths absolute
     prefix = _experiment_name(spec)
     if resume and name is None:
-        name = None if remote else _latest_experiment(storage, prefix)
+        from latune.results import latest_experiment
+
+        name = None if remote else latest_experiment(storage, prefix)
         if name is None:
             raise UserError(f"--resume: no earlier run of {prefix} under {storage}; pass --name")
     name = name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"

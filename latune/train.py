@@ -149,7 +149,6 @@ def train(config: Config, *, resume: dict[str, Any] | None = None, run: RunSetup
     run = run or setup(config)
     c, device, data, model = run.config, run.device, run.data, run.model
     K, M, ops = data.num_classes, run.num_extra, run.ops
-    groups = transforms.label_groups(ops, M) if ops else ()
     batch_size = min(c.data.batch_size, len(data.train))
     steps_per_epoch = len(data.train) // batch_size  # drop_last: equal batches keep batch-norm statistics sound
     attack_eps = c.attack.eps

@@ -5,6 +5,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 # 2 epochs on 128 digits images, evaluation on 64 images with PGD-5, PGD-2 while training: seconds per trial
 TINY = ("optim.epochs=2", "data.limit_train=128", "eval.max_images=64", "eval.steps=5", "attack.steps=2")
@@ -26,3 +27,14 @@ def sweep_cli():
         return done
 
     return run
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """torch on one intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("single_thread")``), then
+    the previous setting again. Tiny tensors on a busy 2-core machine: extra threads only add synchronisation, and
+    OpenMP spin-waiting made such tests up to ~100x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from latune.attacks import attack_mode, fgsm, input_gradient, pgd
-from latune.data import iterate_batches, load_data, to_float
-from latune.models import build_model
+from _training import train_clean_small_cnn
+from latune.data import load_data, to_float
 
 
 def _ce(y):
@@ -21,19 +21,7 @@ def digits():
 @pytest.fixture(scope="module")
 def trained(digits):
     """A small CNN trained for a few clean epochs on digits (~97% clean accuracy)."""
-    torch.manual_seed(0)
-    model = build_model("small_cnn", num_classes=10, num_extra=0, in_channels=1, image_size=16,
-                        mean=digits.mean, std=digits.std)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(4):
-        for x, y in iterate_batches(digits.train, 64, generator=generator, drop_last=True):
-            loss = nn.functional.cross_entropy(model(to_float(x)), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return model.eval()
+    return train_clean_small_cnn(digits, epochs=4)
 
 
 def test_pgd_stays_in_ball_and_range_and_raises_the_loss(trained, digits):

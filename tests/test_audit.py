@@ -12,13 +12,14 @@ import pytest
 import torch
 from torch import nn
 
+from _training import train_clean_small_cnn
 from latune.attacks import attack_mode
 from latune.audit import AuditWarning, ClassHead, audit
 from latune.audit_cli import find_targets, main
 from latune.config import from_flat, resolve, to_flat
-from latune.data import iterate_batches, load_data, to_float
+from latune.data import load_data, to_float
 from latune.evaluate import evaluate
-from latune.models import build_model, save_checkpoint
+from latune.models import save_checkpoint
 
 EPS = 0.03  # digits' preset is 0.1, where a clean-trained model has ~0 robust accuracy: nothing to compare
 # the fixture model's run: digits at their native 8x8 (4x less work than the 16x16 preset), no LA head
@@ -27,12 +28,7 @@ CONFIG = to_flat(resolve(from_flat({"data.name": "digits", "data.image_size": 8,
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +39,7 @@ def digits():
 @pytest.fixture(scope="module")
 def trained(digits):
     """A small CNN trained clean for 2 epochs on 8x8 digits (~95% test accuracy), in eval mode."""
-    torch.manual_seed(0)
-    model = build_model("small_cnn", num_classes=10, num_extra=0, in_channels=1, image_size=8,
-                        mean=digits.mean, std=digits.std)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(2):
-        for x, y in iterate_batches(digits.train, 64, generator=generator, drop_last=True):
-            loss = nn.functional.cross_entropy(model(to_float(x)), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return model.eval()
+    return train_clean_small_cnn(digits, epochs=2)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from latune.pareto import non_dominated_ranks
-from latune.results import format_front, results_table, trial_row, write_parquet
+from latune.results import format_front, latest_experiment, read_parquet, results_table, trial_row, write_parquet
 
 OBJ = {"clean_acc": "max", "robust_class_error_sd": "min"}
 
@@ -116,7 +116,8 @@ def test_parquet_round_trip_with_mixed_columns(tmp_path):
     table = results_table(rows, OBJ)
     path = write_parquet(table, str(tmp_path))
     assert path == f"{tmp_path}/results.parquet" and (tmp_path / "results.parquet").is_file()
-    back = pd.read_parquet(path)
+    back = read_parquet(str(tmp_path))
+    assert back.equals(pd.read_parquet(path))
     assert back.columns.tolist() == table.columns.tolist()
     assert back["trial_id"].tolist() == table["trial_id"].tolist()
     assert back["pareto_rank"].tolist() == table["pareto_rank"].tolist()
@@ -159,3 +160,13 @@ def test_format_front_shows_the_front_rows_only():
     assert len(format_front(table, OBJ, [], limit=1).splitlines()) == 4
     nothing = results_table([_row("x", 0.5, 0.1, status="ERROR")], OBJ)
     assert format_front(nothing, OBJ, ["la.m"]) == "no finished trial yet: no Pareto front"
+
+
+def test_latest_experiment_is_the_newest_folder_of_the_sweep(tmp_path):
+    import os
+
+    assert latest_experiment(str(tmp_path), "grid-digits") is None
+    for i, name in enumerate(["grid-digits-2", "grid-digits-1", "other-digits-3"]):
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    assert latest_experiment(str(tmp_path), "grid-digits") == "grid-digits-1"  # by time, not by name

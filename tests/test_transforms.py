@@ -31,14 +31,7 @@ IDENTITY_OK = {
 DETERMINISTIC = {"autocontrast", "equalize", "fgsm"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # The test tensors are tiny: intra-op threads only add synchronisation, and on a busy 2-core machine OpenMP
-    # spin-waiting made the ops ~100x slower. Restore the setting so other test modules are unaffected.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _digits() -> torch.Tensor:
