@@ -38,7 +38,7 @@ def _trial_configs(args: argparse.Namespace) -> list[dict]:
 
 def _in_process(configs: list[dict]) -> list[float]:
     from latune.config import from_flat
-    from latune.train import train
+    from latune.core.train import train
 
     torch.set_num_threads(1)  # what each sweep trial gets (resources cpu: 1)
     seconds = []
@@ -68,8 +68,8 @@ def _as_sweep(configs: list[dict], concurrency: int, storage: str) -> tuple[floa
     """(wall seconds including Ray start-up, wall seconds of tuner.fit alone)."""
     import ray
 
-    from latune.sweep import run_sweep
-    from latune.sweepfile import parse_sweep
+    from latune.sweep.run import run_sweep
+    from latune.sweep.spec import parse_sweep
 
     base = {k: v for k, v in configs[0].items() if k != "seed"}
     spec = parse_sweep({"name": "bench", "base": base, "space": {"seed": [c["seed"] for c in configs]},

@@ -70,9 +70,9 @@ from torch import nn  # noqa: E402
 from latune import attacks  # noqa: E402
 from latune import data as ldata  # noqa: E402
 from latune.config import from_flat  # noqa: E402
-from latune.data import DataBundle, Split, augment_batch, iterate_batches  # noqa: E402
-from latune.models import build_model  # noqa: E402
-from latune.train import setup, train  # noqa: E402
+from latune.core.data import DataBundle, Split, augment_batch, iterate_batches  # noqa: E402
+from latune.core.models import build_model  # noqa: E402
+from latune.core.train import setup, train  # noqa: E402
 
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4

@@ -20,6 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from latune.errors import ConfigError
+from latune.registry import TRANSFORM_SETS, corruption_names
+
 __all__ = [
     "Config", "ConfigError", "DataConfig", "ModelConfig", "AttackConfig", "LAConfig", "OptimConfig",
     "EvalConfig", "PRESETS", "from_flat", "to_flat", "resolve", "describe_keys",
@@ -27,10 +30,6 @@ __all__ = [
 
 DataName = Literal["digits", "mnist", "cifar10", "cifar100", "svhn", "imagefolder"]
 ArchName = Literal["small_cnn", "preact_resnet18", "wrn34_10", "resnet50"]
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; ``str(err)`` is one line naming the field and what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ class LAConfig:
     """Label augmentation (Amerehi & Healy, arXiv 2503.16179)."""
 
     delta: float = 0.1  # share of the target given to the transformation label, in [0,1); 0 = LA off ("Adv")
-    transform_set: str = "augmix_ops"  # named set of transformations (latune.transforms.SETS), or "none"
+    transform_set: str = "augmix_ops"  # named set of transformations (latune.TRANSFORM_SETS), or "none"
     m: int | None = None  # label granularity: the set's ops split into m label groups; None -> one label per op
     p: float = 0.5  # probability that a training image is transformed (and labelled with its group)
     severity: int = 3  # AugMix-style magnitude 1..10 of the transformations
@@ -102,7 +101,7 @@ class EvalConfig:
     max_images: int = 0  # evaluate on at most this many images per split (first N, fixed); 0 = all
     batch_size: int = 256  # images per evaluation batch
     # common corruptions evaluated after the last epoch: none, all, a family (noise, blur, weather, digital)
-    # or a comma list of corruption names (latune.corruptions.CORRUPTIONS)
+    # or a comma list of corruption names (latune.registry.CORRUPTIONS)
     corruptions: str = "none"  # none, all, noise, blur, weather, digital or names, e.g. fog,snow
     corruption_severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # CIFAR-C severities evaluated, each in 1..5
     corruption_every: int = 0  # also every N epochs on corruption_max_images validation images; 0 = last epoch only
@@ -300,8 +299,6 @@ def _check(ok: bool, key: str, allowed: str, value: Any) -> None:
 
 def validate(config: Config) -> None:
     """Raise ConfigError for the first out-of-range value or unknown name."""
-    from latune import transforms  # lazy: keeps `import latune.config` light
-
     d, a, la, o, e = config.data, config.attack, config.la, config.optim, config.eval
     for key, value in (("data.image_size", d.image_size), ("data.batch_size", d.batch_size),
                        ("optim.epochs", o.epochs)):
@@ -321,8 +318,6 @@ def validate(config: Config) -> None:
     _check(e.every >= 1, "eval.every", ">= 1", e.every)
     _check(e.max_images >= 0, "eval.max_images", ">= 0 (0 = all)", e.max_images)
     _check(e.batch_size >= 1, "eval.batch_size", ">= 1", e.batch_size)
-    from latune.evaluate import corruption_names  # lazy: torch
-
     corruption_names(e.corruptions)  # raises ConfigError naming eval.corruptions and the allowed values
     _check(bool(e.corruption_severities) and all(1 <= s <= 5 for s in e.corruption_severities),
            "eval.corruption_severities", "a non-empty list of severities in 1..5", list(e.corruption_severities))
@@ -334,11 +329,11 @@ def validate(config: Config) -> None:
     _check(0 <= la.delta < 1, "la.delta", "in [0, 1)", la.delta)
     _check(0 <= la.p <= 1, "la.p", "in [0, 1]", la.p)
     _check(1 <= la.severity <= 10, "la.severity", "in 1..10", la.severity)
-    if la.transform_set != "none" and la.transform_set not in transforms.SETS:
+    if la.transform_set != "none" and la.transform_set not in TRANSFORM_SETS:
         raise ConfigError(f"la.transform_set: unknown set {la.transform_set!r}; allowed: none, "
-                          + ", ".join(transforms.SETS))
+                          + ", ".join(TRANSFORM_SETS))
     if la.transform_set != "none":
-        size = len(transforms.SETS[la.transform_set])
+        size = len(TRANSFORM_SETS[la.transform_set])
         _check(la.m is None or 1 <= la.m <= size, "la.m", f"in 1..{size} (size of set {la.transform_set!r})", la.m)
     _check(o.lr is None or o.lr > 0, "optim.lr", "> 0", o.lr)
     _check(0 <= o.momentum < 1, "optim.momentum", "in [0, 1)", o.momentum)

@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from latune.trial_records import SweepInfo
+from latune.tracking.records import SweepInfo
 
 OBJECTIVES = {"clean_acc": "max", "robust_acc": "max", "robust_class_error_sd": "min"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latune.data import DataBundle, iterate_batches, to_float
-from latune.models import build_model
+from latune.core.data import DataBundle, iterate_batches, to_float
+from latune.core.models import build_model
 
 
 def train_clean_small_cnn(digits: DataBundle, epochs: int) -> nn.Module:

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from latune.attacks import attack_mode, fgsm, input_gradient, pgd
+from latune.core.attacks import attack_mode, fgsm, input_gradient, pgd
 from _training import train_clean_small_cnn
-from latune.data import load_data, to_float
+from latune.core.data import load_data, to_float
 
 
 def _ce(y):

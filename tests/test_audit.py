@@ -1,5 +1,5 @@
 """The stronger-attack audit (latune.audit): masked models must warn, a sound one must not; the CLI
-(``python -m latune.evaluate``) on a checkpoint, a Tune layout and a real tiny sweep."""
+(``python -m latune.audit``) on a checkpoint, a Tune layout and a real tiny sweep."""
 
 import json
 import os
@@ -13,13 +13,13 @@ import torch
 from torch import nn
 
 from _training import train_clean_small_cnn
-from latune.attacks import attack_mode
-from latune.audit import AuditWarning, ClassHead, audit
-from latune.audit_cli import find_targets, main
+from latune.core.attacks import attack_mode
+from latune.core.audit import AuditWarning, ClassHead, audit
+from latune.cli.audit import find_targets, main
 from latune.config import from_flat, resolve, to_flat
-from latune.data import load_data, to_float
-from latune.evaluate import evaluate
-from latune.models import save_checkpoint
+from latune.core.data import load_data, to_float
+from latune.core.evaluate import evaluate
+from latune.core.models import save_checkpoint
 
 EPS = 0.03  # digits' preset is 0.1, where a clean-trained model has ~0 robust accuracy: nothing to compare
 # the fixture model's run: digits at their native 8x8 (4x less work than the 16x16 preset), no LA head
@@ -189,7 +189,7 @@ def test_eval_mode_is_used_and_mode_flags_and_rng_are_restored(trained, digits):
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "latune.evaluate", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "latune.audit", *map(str, args)], capture_output=True,
                           text=True, timeout=300, cwd=cwd, env=ONE_THREAD)
 
 
@@ -265,8 +265,8 @@ def test_sweep_folder_audits_the_front_at_its_latest_checkpoint(tmp_path, traine
 def test_audit_is_logged_to_the_trials_mlflow_run(tmp_path, trained, capsys):
     from mlflow.tracking import MlflowClient
 
-    from latune.audit_cli import log_to_mlflow
-    from latune.trial_records import SweepInfo
+    from latune.cli.audit import log_to_mlflow
+    from latune.tracking.records import SweepInfo
 
     experiment, front, _ = _tune_layout(tmp_path, trained)
     SweepInfo(name="tiny", experiment_path=str(experiment), objectives={"clean_acc": "max"}, data="digits").save()

@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from latune.cluster import autoscaler_capacity, with_autoscaler_capacity
+from latune.cluster.autoscaler import autoscaler_capacity, with_autoscaler_capacity
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
@@ -229,14 +229,15 @@ def test_head_environment_is_what_the_sweep_cli_reads(tmp_path):
 
 
 def test_sweep_cli_takes_storage_defaults_from_the_environment(monkeypatch, capsys):
-    import latune.sweep as sweep
-    from latune.results import results_table
+    import latune.cli.sweep as sweep
+    from latune.analysis.results import results_table
+    from latune.sweep.run import SweepOutcome
 
     seen = {}
 
     def fake_run_sweep(spec, **kwargs):
         seen.update(kwargs)
-        return sweep.SweepOutcome("s3://b/p/x", "s3://b/p/x/results.parquet", results_table([], spec.objectives), False)
+        return SweepOutcome("s3://b/p/x", "s3://b/p/x/results.parquet", results_table([], spec.objectives), False)
 
     monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
     monkeypatch.setenv("LATUNE_STORAGE", "s3://bucket/latune/runs")
@@ -278,8 +279,8 @@ def test_sweep_on_an_autoscaling_head_plans_for_the_gpu_workers_to_come(tmp_path
     """On the head of a `ray up` cluster before any worker is up (Ray reports CPU 0, no GPU), a GPU sweep must
     not fail for lack of GPUs nor fall back to CPU: it plans with what the autoscaler can add."""
     from latune.config import ConfigError
-    from latune.sweep import plan_resources
-    from latune.sweepfile import load_sweep
+    from latune.sweep.run import plan_resources
+    from latune.sweep.spec import load_sweep
 
     bootstrap = tmp_path / "ray_bootstrap_config.yaml"
     bootstrap.write_text(yaml.safe_dump(_validate(_shipped())))

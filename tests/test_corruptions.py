@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as nnf
 
-from latune import _corruption_ops as ops
-from latune.corruptions import (
+from latune.core import _corruption_ops as ops
+from latune.core.corruptions import (
     CORRUPTIONS,
     FAMILIES,
     SEVERITIES,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from latune.data import (
+from latune.core.data import (
     DATASETS,
     DataBundle,
     DataError,

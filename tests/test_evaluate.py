@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from latune.config import ConfigError
-from latune.corruptions import load_corruption_files
-from latune.data import Split
-from latune.evaluate import corruption_names, evaluate_corruptions
+from latune.core.corruptions import load_corruption_files
+from latune.core.data import Split
+from latune.core.evaluate import evaluate_corruptions
+from latune.registry import corruption_names
 
 
 class BrightnessClassifier(nn.Module):

@@ -1,6 +1,6 @@
 import torch
 
-from latune.labels import la_targets, predict, soft_cross_entropy
+from latune.core.labels import la_targets, predict, soft_cross_entropy
 
 
 def test_transformed_and_untransformed_targets():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from latune.metrics import class_errors, corruption_errors, summarize
+from latune.core.metrics import class_errors, corruption_errors, summarize
 
 
 def test_class_errors_known_case():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from _mlflow_helpers import MlflowServer, fake_sweep
 
-from latune.sync import sync
+from latune.tracking.sync import sync
 
 TRIALS = {  # (clean_acc, robust_acc, robust_class_error_sd) per epoch
     "f00d1_00000": {"delta": 0.0, "scores": [(0.6, 0.2, 0.3), (0.9, 0.3, 0.2)]},  # front

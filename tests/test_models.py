@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from latune import models
-from latune.models import MODELS, Normalize, build_model, load_checkpoint, save_checkpoint
+from latune.core import models
+from latune.core.models import MODELS, Normalize, build_model, load_checkpoint, save_checkpoint
 
 NUM_CLASSES, NUM_EXTRA = 10, 3
 

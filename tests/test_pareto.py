@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latune.pareto import (
+from latune.analysis.pareto import (
     default_reference,
     dominates,
     front_table,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from latune.report import relative_changes, render, roles, setting_table
+from latune.analysis.report import relative_changes, render, roles, setting_table
 
 
 def _trial(trial_id, eps, delta, seed, robust_mean, robust_sd, clean_mean=0.1, status="TERMINATED"):

@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from latune.pareto import non_dominated_ranks
-from latune.results import format_front, latest_experiment, read_parquet, results_table, trial_row, write_parquet
+from latune.analysis.pareto import non_dominated_ranks
+from latune.analysis.results import format_front, latest_experiment, read_parquet, results_table, trial_row, write_parquet
 
 OBJ = {"clean_acc": "max", "robust_class_error_sd": "min"}
 

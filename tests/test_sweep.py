@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from latune.config import ConfigError
-from latune.pareto import non_dominated_ranks
-from latune.sweep import _error_line, plan_resources
-from latune.sweepfile import parse_sweep
+from latune.analysis.pareto import non_dominated_ranks
+from latune.sweep.run import error_line, plan_resources
+from latune.sweep.spec import parse_sweep
 
 OBJECTIVES = {"clean_acc": "max", "robust_acc": "max", "robust_class_error_sd": "min"}
 # lr 1e12 without momentum blows the small CNN up within the 2 tiny epochs: train raises FloatingPointError
@@ -185,12 +185,12 @@ def test_plan_resources_fits_concurrency_to_the_cluster():
         plan_resources(replace(spec, cpu=4.0), {"CPU": 2.0})
 
 
-def test_error_line_names_the_trials_own_exception_not_rays_wrapper():
+def testerror_line_names_the_trials_own_exception_not_rays_wrapper():
     from ray.exceptions import RayTaskError
 
     cause = FloatingPointError("training loss is nan at epoch 2; lower optim.lr\nsecond line")
     wrapped = RayTaskError("train", "Traceback (most recent call last): ...", cause,
                            proctitle="\x1b[36mray::ImplicitFunc.train()\x1b[39m", pid=1, ip="10.0.0.1")
     wrapped = wrapped.as_instanceof_cause()  # what Tune hands back: RayTaskError(FloatingPointError)
-    assert _error_line(wrapped) == "FloatingPointError: training loss is nan at epoch 2; lower optim.lr"
-    assert _error_line(RuntimeError("\x1b[31mboom\x1b[0m")) == "RuntimeError: boom"
+    assert error_line(wrapped) == "FloatingPointError: training loss is nan at epoch 2; lower optim.lr"
+    assert error_line(RuntimeError("\x1b[31mboom\x1b[0m")) == "RuntimeError: boom"

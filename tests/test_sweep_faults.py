@@ -175,7 +175,7 @@ def test_resume_before_first_trial(tmp_path):
     """
     import ray
 
-    from latune.sweep import main
+    from latune.cli.sweep import main
 
     sweep = _write_sweep(tmp_path, {"la.delta": [0.0, 0.1]}, epochs=1)
     (tmp_path / "empty" / "faults-digits-early").mkdir(parents=True)
@@ -209,8 +209,8 @@ def test_two_node_cluster_with_fractional_gpus(tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
-    from latune.sweep import plan_resources, run_sweep
-    from latune.sweepfile import load_sweep
+    from latune.sweep.run import plan_resources, run_sweep
+    from latune.sweep.spec import load_sweep
 
     spec = load_sweep(str(_write_sweep(tmp_path, {"la.delta": [0.0, 0.1], "seed": [0, 1]}, epochs=1,
                                        resources={"cpu": 0.5, "gpu": 0.5})))

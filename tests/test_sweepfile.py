@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from latune import sweep as sweep_cli_module
+from latune.cli import sweep as sweep_cli_module
 from latune.config import PRESETS, ConfigError, from_flat
-from latune.sweepfile import (grid_points, load_sweep, parse_sweep, resolve_sweep_path, shipped_sweeps_dir,
+from latune.sweep.spec import (grid_points, load_sweep, parse_sweep, resolve_sweep_path, shipped_sweeps_dir,
                               trial_overrides)
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,8 +12,9 @@ import pytest
 from _mlflow_helpers import OBJECTIVES, clean_env, fake_sweep
 from mlflow import MlflowClient
 
-from latune.pareto import default_reference, hypervolume
-from latune.sync import main, read_trials, sync
+from latune.analysis.pareto import default_reference, hypervolume
+from latune.cli.sync import main
+from latune.tracking.sync import read_trials, sync
 
 ERROR = ("Failure # 1 (occurred at 2026-01-01_00-00-00)\n\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1)\n"
          "  File \"latune/train.py\", line 160, in train\nFloatingPointError: training loss is nan at epoch 1\n")

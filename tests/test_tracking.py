@@ -20,11 +20,11 @@ from mlflow import MlflowClient
 
 import latune
 from latune.config import from_flat, resolve, to_flat
-from latune.pareto import default_reference, front_table, hypervolume
+from latune.analysis.pareto import default_reference, front_table, hypervolume
 from latune.provenance import git_commit
-from latune.sync import sync
-from latune.tracking import SweepTracker
-from latune.trial_records import SweepInfo, TrialRecord, by_epoch
+from latune.tracking.sync import sync
+from latune.tracking.tracker import SweepTracker
+from latune.tracking.records import SweepInfo, TrialRecord, by_epoch
 
 HUGE_LR = 1.0e12  # diverges in the first epoch: a FAILED trial
 SWEEP = f"""name: {{name}}
@@ -217,7 +217,7 @@ def test_pareto_ranks_tags_and_hypervolume_match_results_parquet(resumed, capsys
     assert curve[-1].value == pytest.approx(hypervolume(finished[list(OBJECTIVES)].to_numpy(), directions,
                                                         default_reference(directions)))
     # python -m latune.pareto reads the same front from MLflow
-    from latune.pareto import main
+    from latune.cli.pareto import main
 
     out = tmp_path / "front.parquet"
     assert main([parent.info.run_id, "--tracking-uri", client.tracking_uri, "--parquet", str(out)]) == 0

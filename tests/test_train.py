@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from latune.config import from_flat
-from latune.train import setup, train
+from latune.core.train import setup, train
 
 TINY = {"data.limit_train": 256, "optim.epochs": 2, "eval.max_images": 64, "eval.steps": 5, "attack.steps": 3,
         "device": "cpu"}

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from latune.config import ConfigError, from_flat
-from latune.sweep import plan_resources
-from latune.sweepfile import SweepSpec
+from latune.sweep.run import plan_resources
+from latune.sweep.spec import SweepSpec
 
 TINY = {"data.limit_train": 128, "optim.epochs": 3, "eval.max_images": 64, "eval.steps": 5, "attack.steps": 2,
         "device": "cpu", "la.transform_set": "geometric", "la.delta": 0.1}
@@ -44,7 +44,7 @@ def test_trainable_reports_checkpoints_and_restores_after_a_worker_crash(ray_loc
     must report exactly what the uninterrupted twin reports."""
     from ray import tune
 
-    from latune.trainable import STATE_FILE, train_trial
+    from latune.sweep.trainable import STATE_FILE, train_trial
 
     class KillOnce(tune.Callback):
         """SIGKILLs the trial's actor process (a real crash) once Tune registered its epoch-1 checkpoint.
@@ -90,7 +90,7 @@ def test_trainable_reports_checkpoints_and_restores_after_a_worker_crash(ray_loc
         assert {k: a[k] for k in DETERMINISTIC} == {k: b[k] for k in DETERMINISTIC}, a["epoch"]
 
     # the epoch-1 checkpoint holds the full state: train(resume=...) continues it exactly
-    from latune.train import train
+    from latune.core.train import train
 
     state = torch.load(trial_dirs[killer.killed] / straight[0]["checkpoint_dir_name"] / STATE_FILE,
                        map_location="cpu", weights_only=True)

@@ -11,7 +11,7 @@ import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as tvf
 from torchvision.transforms.v2 import InterpolationMode
 
-from latune.transforms import (
+from latune.core.transforms import (
     OPS,
     SETS,
     TransformContext,

@@ -18,7 +18,7 @@ import torch
 from ray import tune
 
 from latune.config import from_flat, resolve
-from latune.train import train
+from latune.core.train import train
 
 __all__ = ["train_trial", "STATE_FILE"]
 

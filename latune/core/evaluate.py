@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from latune import attacks, labels, metrics, transforms
-from latune.data import Split, to_float
+from latune.core import attacks, labels, metrics, transforms
+from latune.core.data import Split, to_float
+from latune.registry import CORRUPTIONS
 
-__all__ = ["evaluate", "evaluate_corruptions", "corruption_names", "CorruptionFiles"]
+__all__ = ["evaluate", "evaluate_corruptions", "CorruptionFiles"]
 
 # (corruption, severity) -> (uint8 images [N,C,H,W], labels [N]) of a released CIFAR-C file, or None when absent
 CorruptionFiles = Callable[[str, int], "tuple[Tensor, Tensor] | None"]
@@ -83,30 +84,8 @@ def evaluate(model: nn.Module, split: Split, *, num_classes: int, eps: float, al
     return result
 
 
-def corruption_names(spec: str) -> tuple[str, ...]:
-    """The corruptions named by ``eval.corruptions``: none, all, a family, or a comma list of names."""
-    text = spec.strip()
-    if text == "none":
-        return ()
-    from latune.config import ConfigError
-    from latune.corruptions import CORRUPTIONS, FAMILIES
-
-    if text == "all":
-        return CORRUPTIONS
-    if text in FAMILIES:
-        return tuple(FAMILIES[text])
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in CORRUPTIONS]
-    if unknown or not names:
-        raise ConfigError(f"eval.corruptions: unknown {', '.join(map(repr, unknown)) or repr(spec)}; allowed: none, "
-                          f"all, {', '.join(FAMILIES)} or a comma list of {', '.join(CORRUPTIONS)}")
-    return names
-
-
 def _pair_seed(seed: int, name: str, severity: int) -> int:
     # one stream per (corruption, severity): a subset of corruptions gives the same figures as in "all"
-    from latune.corruptions import CORRUPTIONS
-
     return seed * 1_000_003 + 10 * (CORRUPTIONS.index(name) + 1) + severity
 
 
@@ -123,7 +102,7 @@ def evaluate_corruptions(model: nn.Module, split: Split, *, num_classes: int, na
     them, pooled over every (corruption, severity) pair: a class's error is its mean error under corruption,
     so ``corruption_class_error_sd`` is the spread of corruption error between classes.
     """
-    from latune.corruptions import FAMILIES, corrupt
+    from latune.core.corruptions import FAMILIES, corrupt
 
     images, targets = split.images, split.labels
     if max_images:
@@ -165,9 +144,3 @@ def evaluate_corruptions(model: nn.Module, split: Split, *, num_classes: int, na
     result.update(metrics.summarize("corruption", metrics.class_errors(pooled, pooled_labels, num_classes),
                                     int(pooled.sum()), len(pooled)))
     return result
-
-
-if __name__ == "__main__":  # python -m latune.evaluate CHECKPOINT|SWEEP --attack ...: the audit CLI
-    from latune.audit_cli import main
-
-    raise SystemExit(main())

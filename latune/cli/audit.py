@@ -1,4 +1,4 @@
-"""The audit CLI, ``python -m latune.evaluate TARGET [--attack pgd40,apgd-ce,autoattack]``: finds what to audit
+"""The audit CLI, ``python -m latune.audit TARGET [--attack pgd40,apgd-ce,autoattack]``: finds what to audit
 (a model.pt, a Tune trial checkpoint, or a sweep's Pareto-front trials), rebuilds the models with their runs'
 data split, runs latune.audit on them, prints a table and the warnings, and logs the figures to the sweep's
 MLflow runs. The attacks and checks themselves are in latune.audit.
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from latune.audit import ATTACKS, DEFAULT_ATTACKS, MASKING_GAP, AuditWarning, audit
+from latune.core.audit import ATTACKS, DEFAULT_ATTACKS, MASKING_GAP, AuditWarning, audit
 
 __all__ = ["Target", "find_targets", "log_to_mlflow", "main", "EXIT_WARNINGS"]
 
@@ -41,7 +41,7 @@ def find_targets(location: str | os.PathLike) -> tuple[list[Target], Path | None
     """(models to audit, the sweep's experiment folder or None) for a checkpoint file, a training output
     folder (model.pt), a Tune checkpoint or trial folder, or a sweep's experiment folder (its trials with
     pareto_rank 0 in results.parquet, each at its latest checkpoint). Raises UserError."""
-    from latune.cli import UserError
+    from latune.errors import UserError
 
     path = Path(location)
     if path.is_file():
@@ -83,11 +83,11 @@ def _trial_target(experiment: Path, trial_id: str) -> Target:
 
 def _load(path: Path, overrides: dict[str, Any], data_cache: dict[tuple, Any]) -> tuple[nn.Module, Any, Any]:
     """(model in eval mode on the run's device, resolved Config, DataBundle) for a checkpoint file."""
-    from latune.cli import UserError
+    from latune.errors import UserError
     from latune.config import from_flat, resolve
-    from latune.data import load_data
-    from latune.models import load_checkpoint
-    from latune.train import pick_device, setup
+    from latune.core.data import load_data
+    from latune.core.models import load_checkpoint
+    from latune.core.train import pick_device, setup
 
     state = _tune_state(path) if path.name == _STATE_FILE else None
     if state is None:
@@ -143,7 +143,7 @@ def log_to_mlflow(experiment: Path, reports: Sequence[dict[str, Any]], tracking_
     from mlflow.entities import Metric, RunTag
     from mlflow.tracking import MlflowClient
 
-    from latune.trial_records import SweepInfo, resolve_tracking_uri
+    from latune.tracking.records import SweepInfo, resolve_tracking_uri
 
     info = SweepInfo.load(str(experiment))
     client = MlflowClient(resolve_tracking_uri(tracking_uri))
@@ -178,7 +178,7 @@ eps-ball. pgd40 steps by eps/4 (latune's eval.alpha default); --steps overrides 
 
 
 def _number(flag: str, raw: str | None, low: float, high: float) -> float | None:
-    from latune.cli import UserError
+    from latune.errors import UserError
 
     if raw is None:
         return None
@@ -193,7 +193,7 @@ def _number(flag: str, raw: str | None, low: float, high: float) -> float | None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m latune.evaluate", epilog=_EPILOG,
+    parser = argparse.ArgumentParser(prog="python -m latune.audit", epilog=_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Audit models with stronger attacks (torchattacks) and check "
                                                  "for gradient masking.")
@@ -221,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> int:
-        from latune.cli import UserError, write_json_atomic
+        from latune.cli.common import write_json_atomic
+        from latune.errors import UserError
 
         names = list(dict.fromkeys(n.strip() for raw in args.attack or [",".join(DEFAULT_ATTACKS)]
                                    for n in raw.split(",") if n.strip()))
@@ -274,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"targets": [_brief(r) for r in reports], "warnings": fired}))
         return EXIT_WARNINGS if fired else 0
 
-    from latune.cli import guarded
+    from latune.cli.common import guarded
 
     return guarded(run)
 

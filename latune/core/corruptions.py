@@ -59,7 +59,8 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
-from latune import _corruption_ops as ops
+from latune.core import _corruption_ops as ops
+from latune.registry import CORRUPTION_FAMILIES, CORRUPTION_SEVERITIES, CORRUPTIONS
 
 __all__ = [
     "CORRUPTIONS",
@@ -71,14 +72,8 @@ __all__ = [
     "load_corruption_files",
 ]
 
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
-    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
-    "weather": ("snow", "frost", "fog", "brightness"),
-    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
-}
-CORRUPTIONS: tuple[str, ...] = tuple(name for names in FAMILIES.values() for name in names)
-SEVERITIES = (1, 2, 3, 4, 5)
+FAMILIES = CORRUPTION_FAMILIES  # names are plain data in latune.registry
+SEVERITIES = CORRUPTION_SEVERITIES
 
 _REFERENCE_SIZE = 32  # the image size make_cifar_c.py's pixel constants are for
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from latune.pareto import front_table
+from latune.analysis.pareto import front_table
 
 __all__ = ["trial_row", "results_table", "write_parquet", "read_parquet", "latest_experiment", "format_front"]
 

@@ -26,7 +26,7 @@ def sweep_table(trials: Iterable[Mapping[str, Any]], objectives: Mapping[str, st
     """One row per trial as in results.parquet, plus ``run_id``. Each trial is a mapping with
     ``trial_id``, ``run_id``, ``config`` (flat), ``history`` (results by epoch, in order), ``epochs``
     (the trial's optim.epochs) and ``error`` (one line, or None)."""
-    from latune.results import results_table, trial_row
+    from latune.analysis.results import results_table, trial_row
 
     trials = list(trials)
     rows = [trial_row(t["trial_id"], t["config"], t["history"], objectives, t["error"], t["epochs"]) for t in trials]
@@ -42,7 +42,7 @@ def hypervolume_curve(table: pd.DataFrame, finished_at: Mapping[str, float],
     """(k, hypervolume of the first k finished trials, when the k-th finished) for k = 1..finished, in
     the order trials finished, so the curve is the same however late it is logged. Empty when the
     objectives are not all fractions in [0, 1] (the reference point would mean nothing) or more than 3."""
-    from latune.pareto import default_reference, hypervolume
+    from latune.analysis.pareto import default_reference, hypervolume
 
     if len(objectives) > 3 or set(objectives) & _UNBOUNDED or not len(table):
         return []
@@ -58,7 +58,7 @@ def hypervolume_curve(table: pd.DataFrame, finished_at: Mapping[str, float],
 def write_front(table: pd.DataFrame, objectives: Mapping[str, str], searched: Sequence[str], folder: Path) -> bool:
     """Write pareto_front.csv / .parquet, pareto_pairs.png and pareto_3d.html into ``folder``; False (nothing
     written) while no trial has finished."""
-    from latune import plots
+    from latune.analysis import plots
 
     finished = table[table["status"] == "TERMINATED"] if len(table) else table
     if not len(finished):

@@ -21,9 +21,9 @@ from typing import Any
 
 from ray import tune
 
-from latune.sweepfile import SweepSpec, grid_points
-from latune.tracking import SweepTracker
-from latune.trial_records import SweepInfo, TrialRecord, TrialStatus, reported_every_epoch, resolve_tracking_uri
+from latune.sweep.spec import SweepSpec, grid_points
+from latune.tracking.tracker import SweepTracker
+from latune.tracking.records import SweepInfo, TrialRecord, TrialStatus, reported_every_epoch, resolve_tracking_uri
 
 __all__ = ["MlflowCallback", "tracking_callbacks", "use_callbacks_on_restore"]
 

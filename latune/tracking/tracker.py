@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from latune.trial_records import SweepInfo, TrialRecord, by_epoch, epoch_metrics, error_summary, resolved_config
+from latune.tracking.records import SweepInfo, TrialRecord, by_epoch, epoch_metrics, error_summary, resolved_config
 
 __all__ = ["SweepTracker"]
 
@@ -98,7 +98,7 @@ class SweepTracker:
         server = server or (self.tracking_uri if self.tracking_uri.startswith(("http://", "https://")) else None)
         if self._parent is None or server is None:
             return None
-        from latune.tracking_front import PARETO_VIEW_PREFIX
+        from latune.tracking.front import PARETO_VIEW_PREFIX
 
         return (f"{server.rstrip('/')}/#/experiments/{self.experiment_id}/runs"
                 f"?viewStateShareKey={PARETO_VIEW_PREFIX}{self._parent.run_id}")
@@ -240,7 +240,7 @@ class SweepTracker:
     def _create_parent(self) -> Any:
         from mlflow.entities import Param
 
-        from latune.tracking_front import PARETO_VIEW_PREFIX, pareto_view
+        from latune.tracking.front import PARETO_VIEW_PREFIX, pareto_view
 
         client = self._client
         stamps = [_received_at(h) for r in self._records.values() for h in r.history[:1]]
@@ -330,7 +330,7 @@ class SweepTracker:
         import yaml
         from mlflow.entities import RunTag
 
-        from latune import plots
+        from latune.analysis import plots
 
         with tempfile.TemporaryDirectory(prefix="latune-mlflow-") as folder:
             out = Path(folder)
@@ -356,7 +356,7 @@ class SweepTracker:
 
     def table(self) -> Any:
         """The sweep as results.parquet has it (latune.results), one row per trial, plus ``run_id``."""
-        from latune.tracking_front import sweep_table
+        from latune.tracking.front import sweep_table
 
         return sweep_table(({
             "trial_id": r.trial_id, "run_id": self._children[r.trial_id].run_id if r.trial_id in self._children else None,
@@ -369,7 +369,7 @@ class SweepTracker:
         """pareto_rank and tag pareto of every child whose rank changed; the parent's hypervolume curve."""
         from mlflow.entities import Metric, RunTag
 
-        from latune.tracking_front import hypervolume_curve
+        from latune.tracking.front import hypervolume_curve
 
         # ranks depend on the statuses and on the finished trials' final results only
         ranked = tuple(sorted((r.trial_id, r.status, 0 if r.status == "RUNNING" else len(r.history))
@@ -399,7 +399,7 @@ class SweepTracker:
 
     def _log_front(self) -> None:
         """The parent run's front table (CSV, Parquet), pairwise scatter plots (PNG) and 3-D plot (HTML)."""
-        from latune.tracking_front import write_front
+        from latune.tracking.front import write_front
 
         table = self.table()
         with tempfile.TemporaryDirectory(prefix="latune-front-") as folder:

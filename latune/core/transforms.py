@@ -22,6 +22,8 @@ import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as tvf
 from torch import Tensor
 
+from latune.registry import AUGMIX_PRIMITIVES, TRANSFORM_SETS
+
 __all__ = [
     "OPS",
     "SETS",
@@ -277,9 +279,7 @@ def _uniform_noise(x: Tensor, batch_index: Tensor, ctx: TransformContext) -> Ten
 
 # ------------------------------------------------------------------------------------------------------ AugMix
 
-_AUGMIX_PRIMITIVES = (
-    "autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x", "translate_y",
-)  # AugMix's `augmentations` list (CIFAR), in its order; the op choice index refers to this order.
+_AUGMIX_PRIMITIVES = AUGMIX_PRIMITIVES
 _AUGMIX_WIDTH = 3
 _AUGMIX_MAX_DEPTH = 3
 
@@ -345,21 +345,7 @@ OPS: dict[str, Op] = {
     "augmix": _augmix,
 }
 
-SETS: dict[str, tuple[str, ...]] = {
-    "augmix": ("augmix",),
-    "augmix_ops": _AUGMIX_PRIMITIVES,
-    "geometric": ("rotate", "shear_x", "shear_y", "translate_x", "translate_y"),
-    "photometric": (
-        "brightness", "contrast", "saturation", "sharpness", "autocontrast", "equalize", "posterize", "solarize",
-    ),
-    "perturbations": ("fgsm", "uniform_noise"),
-    "noise_blur": ("gaussian_noise", "blur", "uniform_noise"),
-    "all": (
-        "autocontrast", "equalize", "posterize", "solarize", "rotate", "shear_x", "shear_y", "translate_x",
-        "translate_y", "brightness", "contrast", "saturation", "sharpness", "gaussian_noise", "blur", "fgsm",
-        "uniform_noise",
-    ),
-}
+SETS = TRANSFORM_SETS  # the names are plain data in latune.registry (validation loads no torch)
 
 
 def set_ops(name: str) -> tuple[str, ...]:

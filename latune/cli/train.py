@@ -1,77 +1,24 @@
-"""Command-line plumbing shared by latune's entry points, and the single-run CLI.
-
-User errors (bad config values, missing data) print as one line on stderr and exit with status 2,
-without a traceback, before anything is written.
-"""
+"""``python -m latune.train``: train one model and write metrics.json and model.pt."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from latune.config import ConfigError, describe_keys
+from latune.cli.common import guarded, keys_help, parse_overrides, write_json_atomic
 
-__all__ = ["UserError", "parse_overrides", "keys_help", "guarded", "write_json_atomic", "train_main"]
-
-
-class UserError(Exception):
-    """A bad command line; printed as one line, exit 2."""
-
-
-def parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
-    """['attack.eps=0.03', ...] -> {'attack.eps': '0.03', ...}; values stay strings for config coercion."""
-    overrides: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set: expected key=value, got {pair!r}")
-        overrides[key.strip()] = value.strip()
-    return overrides
-
-
-def keys_help() -> str:
-    """Every config key with its default and unit, for --help."""
-    rows = describe_keys()
-    width = max(len(k) for k, _, _ in rows)
-    lines = ["config keys (--set KEY=VALUE; None = data-set preset or derived):"]
-    lines += [f"  {key:<{width}}  {default:<14} {comment}" for key, default, comment in rows]
-    return "\n".join(lines)
-
-
-def guarded(main: Callable[[], int]) -> int:
-    """Run ``main``; user errors become one stderr line and exit status 2."""
-    from latune.data import DataError
-
-    try:
-        return main()
-    except (ConfigError, DataError, UserError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to ``path`` via a temp file and rename, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=1, allow_nan=True)
-    os.replace(tmp, path)
+__all__ = ["main"]
 
 
 def _format(metrics: dict[str, Any], keys: Sequence[str]) -> str:
     return "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), (int, float)))
 
 
-def train_main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m latune.train", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train one model with PGD adversarial training and label augmentation.", epilog=keys_help())
@@ -104,9 +51,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             overrides.setdefault("data.data_dir", os.environ["LATUNE_DATA"])
         config = resolve(from_flat(overrides))  # every config error surfaces here, before any work
 
-        from latune.models import save_checkpoint
+        from latune.core.models import save_checkpoint
         from latune.provenance import provenance
-        from latune.train import setup, train
+        from latune.core.train import setup, train
 
         run = setup(config)  # data errors surface here, still before anything is written
         out = Path(args.out or time.strftime("runs/train-%Y%m%d-%H%M%S"))

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from latune.errors import DataError
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -47,10 +49,6 @@ DATASETS: dict[str, DatasetInfo] = {
 
 _IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp"})
 _RESIZE_CHUNK = 4096  # bounds the float32 temporary when resizing e.g. 50k CIFAR images
-
-
-class DataError(RuntimeError):
-    """A data set is missing or unusable; the message says what to put where."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import yaml
 
 from latune.config import PRESETS, ConfigError, from_flat, to_flat
+from latune.registry import CORRUPTION_SUMMARY_KEYS
 
 __all__ = ["Dimension", "SweepSpec", "load_sweep", "parse_sweep", "resolve_sweep_path", "shipped_sweeps_dir",
            "trial_overrides", "grid_points"]
@@ -76,7 +77,7 @@ class SweepSpec:
 
 
 def shipped_sweeps_dir() -> Path:
-    return Path(__file__).resolve().parent / "sweeps"
+    return Path(__file__).resolve().parent.parent / "sweeps"
 
 
 def resolve_sweep_path(name_or_path: str) -> Path:
@@ -257,8 +258,7 @@ def _check_corruption_objectives(spec: SweepSpec) -> None:
 
 
 # reported only when eval.corruptions names corruptions (NaN until the first corruption evaluation)
-_CORRUPTION_METRICS = ("mce", "corruption_acc", "corruption_class_error_mean", "corruption_class_error_sd",
-                       "corruption_worst_class_acc")
+_CORRUPTION_METRICS = CORRUPTION_SUMMARY_KEYS
 # metrics every trial reports in every epoch (validation split), usable as objectives
 _REPORTED_METRICS = (
     "clean_acc", "robust_acc", "clean_class_error_mean", "clean_class_error_sd", "robust_class_error_mean",

@@ -8,22 +8,18 @@ writing ``results.parquet`` and printing the Pareto front.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
-import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from latune.cli import UserError, guarded, parse_overrides
-from latune.config import ConfigError
-from latune.sweepfile import SweepSpec, grid_points, load_sweep, shipped_sweeps_dir
+from latune.errors import ConfigError, UserError
+from latune.sweep.spec import SweepSpec, grid_points
 
-__all__ = ["SweepOutcome", "run_sweep", "plan_resources", "main"]
+__all__ = ["SweepOutcome", "run_sweep", "plan_resources", "experiment_name", "resolved_epochs", "error_line"]
 
 DEFAULT_STORAGE = "runs"
 AUTO_GPU_SHARE = 0.25  # resources.gpu: auto packs four trials per GPU when the cluster has GPUs
@@ -106,7 +102,7 @@ def _optuna_search(spec: SweepSpec, storage_url: str, study_name: str, concurren
     return ConcurrencyLimiter(search, max_concurrent=concurrent)
 
 
-def _experiment_name(spec: SweepSpec) -> str:
+def experiment_name(spec: SweepSpec) -> str:
     return f"{spec.name}-{spec.base['data.name']}"
 
 
@@ -136,16 +132,16 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
     import ray
     from ray import tune
 
-    from latune.results import results_table, trial_row, write_parquet
-    from latune.trainable import train_trial
+    from latune.analysis.results import results_table, trial_row, write_parquet
+    from latune.sweep.trainable import train_trial
 
     # a checkpoint every epoch from several trials makes Tune warn about state snapshots; expected here
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     remote = "://" in storage
     storage = storage if remote else os.path.abspath(storage)  # Tune changes directories: keep paths absolute
-    prefix = _experiment_name(spec)
+    prefix = experiment_name(spec)
     if resume and name is None:
-        from latune.results import latest_experiment
+        from latune.analysis.results import latest_experiment
 
         name = None if remote else latest_experiment(storage, prefix)
         if name is None:
@@ -162,12 +158,12 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
                  **({} if address else {"num_cpus": os.cpu_count()}))
     resources = ray.cluster_resources()
     if address not in (None, "local"):  # joined a cluster: on a `ray up` head, count the workers it may add
-        from latune.cluster import with_autoscaler_capacity
+        from latune.cluster.autoscaler import with_autoscaler_capacity
 
         resources = with_autoscaler_capacity(resources)
     cpu, gpu, concurrent = plan_resources(spec, resources)
     trainable = tune.with_resources(tune.with_parameters(train_trial), {"cpu": cpu, "gpu": gpu})
-    epochs = _resolved_epochs(spec)
+    epochs = resolved_epochs(spec)
 
     if not remote:
         os.makedirs(experiment_path, exist_ok=True)
@@ -175,7 +171,7 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
     if spec.algorithm == "optuna" and study_url is None:
         raise UserError("--optuna-storage URL is required when --storage is remote")
 
-    from latune.tune_callback import tracking_callbacks, use_callbacks_on_restore
+    from latune.tracking.callback import tracking_callbacks, use_callbacks_on_restore
 
     callbacks = tracking_callbacks(spec, experiment_path, enabled=mlflow, tracking_uri=tracking_uri,
                                    experiment=mlflow_experiment, log_checkpoints=mlflow_checkpoints)
@@ -199,7 +195,7 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
         history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
         config = {k: v for k, v in (result.config or {}).items()}
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
-        error = _error_line(result.error) if result.error else None
+        error = error_line(result.error) if result.error else None
         rows.append(trial_row(trial_id, config, history, spec.objectives, error, epochs))
     table = results_table(rows, spec.objectives)
     results_path = write_parquet(table, experiment_path)
@@ -211,7 +207,7 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
                         interrupted=interrupted)
 
 
-def _error_line(error: BaseException) -> str:
+def error_line(error: BaseException) -> str:
     """One line naming a trial's own exception: Ray wraps it (RayTaskError(FloatingPointError)), and the
     wrapper's first line is only ``ray::ImplicitFunc.train() (pid=..., ip=...)`` in ANSI colours."""
     cause = getattr(error, "cause", None)
@@ -220,140 +216,7 @@ def _error_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _resolved_epochs(spec: SweepSpec) -> int:
+def resolved_epochs(spec: SweepSpec) -> int:
     from latune.config import from_flat, resolve
 
     return resolve(from_flat(spec.base)).optim.epochs
-
-
-def _dry_run(spec: SweepSpec, storage: str) -> str:
-    lines = [f"sweep {spec.name}: {spec.description}", f"file: {spec.path}",
-             f"search: {spec.algorithm}" + (f" (sampler {spec.sampler}, seed {spec.seed})" if spec.algorithm == "optuna"
-                                            else ""),
-             "objectives: " + ", ".join(f"{m} {d}" for m, d in spec.objectives.items()),
-             f"resources per trial: cpu {spec.cpu:g}, gpu {spec.gpu}; max_concurrent {spec.max_concurrent or 'auto'}; "
-             f"max_retries {spec.max_retries}; epochs {_resolved_epochs(spec)}",
-             "base: " + ", ".join(f"{k}={v}" for k, v in spec.base.items())]
-    sampled = [d for d in spec.space if d.kind != "grid"]
-    if spec.algorithm == "grid":
-        points = grid_points(spec)
-        lines.append(f"trials: {len(points) * spec.num_samples} ({len(points)} grid points x {spec.num_samples})")
-        lines += [f"  {i:>3}  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                           for k, v in p.items()) for i, p in enumerate(points)]
-    else:
-        lines.append(f"trials: {spec.num_samples} sampled by Optuna")
-    lines += [f"  {d.key}: {d.kind} {list(d.values)}" for d in sampled]
-    where = storage.rstrip("/") if "://" in storage else os.path.abspath(storage)
-    lines.append(f"results would go under {where}/{_experiment_name(spec)}-<time>")
-    return "\n".join(lines)
-
-
-def _list_sweeps() -> str:
-    folders = [Path.cwd() / "sweeps", shipped_sweeps_dir()]
-    seen: dict[str, str] = {}
-    for folder in folders:
-        for path in sorted(folder.glob("*.yaml")):
-            if path.stem not in seen:
-                try:
-                    seen[path.stem] = load_sweep(str(path)).description
-                except ConfigError as err:
-                    seen[path.stem] = f"(invalid: {err})"
-    width = max(map(len, seen), default=0)
-    return "\n".join(f"{name:<{width}}  {text}" for name, text in seen.items())
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m latune.sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep", nargs="?", help="sweep NAME (./sweeps/NAME.yaml, else shipped) or PATH to a YAML")
-    parser.add_argument("--data", help="data set and its preset: digits (default), mnist, cifar10, cifar100, svhn, "
-                                       "imagefolder")
-    parser.add_argument("--data-dir", help="root of downloaded data sets (default $LATUNE_DATA)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="fix a config key for every trial (pins it if the sweep searches it); repeatable")
-    parser.add_argument("--corruptions", metavar="SPEC", help="pin eval.corruptions for every trial: all, a family "
-                        "(noise, blur, weather, digital) or names")
-    parser.add_argument("--corruptions-dir", metavar="DIR", help="released CIFAR-10-C/-100-C .npy folder for the test "
-                        "split (eval.corruptions_dir; cifar10/cifar100)")
-    parser.add_argument("--num-samples", type=int, help="Optuna: number of trials; grid: repeats of the grid")
-    parser.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit)")
-    parser.add_argument("--cpu", type=float, help="CPUs per trial (overrides the sweep file)")
-    parser.add_argument("--gpu", help="GPUs per trial: a fraction (0.25 = four trials per GPU), a count, or auto")
-    parser.add_argument("--address", help="Ray cluster address: auto or HOST:PORT (default $RAY_ADDRESS, else "
-                                           "start a local Ray)")
-    parser.add_argument("--storage", default=os.environ.get("LATUNE_STORAGE") or DEFAULT_STORAGE,
-                        help="results folder or URI such as s3://bucket/path (default $LATUNE_STORAGE, else ./runs)")
-    parser.add_argument("--optuna-storage", default=os.environ.get("LATUNE_OPTUNA_STORAGE") or None,
-                        help="Optuna RDB URL (default $LATUNE_OPTUNA_STORAGE, else sqlite in the experiment folder)")
-    parser.add_argument("--name", help="experiment name (default SWEEP-DATA-TIME; --resume: the latest)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
-    parser.add_argument("--dry-run", action="store_true", help="validate, print trials and resources, run nothing")
-    parser.add_argument("--list", action="store_true", help="list the sweeps with their descriptions")
-    parser.add_argument("--verbose", type=int, default=1, help="Tune's verbosity 0-3")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://host:5000 (default "
-                                               "$MLFLOW_TRACKING_URI, else sqlite ./mlflow.db)")
-    parser.add_argument("--experiment", help="MLflow experiment (default: the sweep's name)")
-    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    parser.add_argument("--mlflow-checkpoints", action="store_true", help="log each trial's final checkpoint "
-                                                                         "to MLflow")
-    args = parser.parse_args(argv)
-
-    def run() -> int:
-        if args.list:
-            print(_list_sweeps())
-            return 0
-        if not args.sweep:
-            raise UserError("name a sweep (python -m latune.sweep --list shows them)")
-        overrides: dict[str, Any] = parse_overrides(args.overrides)
-        if args.corruptions:
-            overrides["eval.corruptions"] = args.corruptions
-        if args.corruptions_dir:
-            overrides["eval.corruptions_dir"] = os.path.abspath(os.path.expanduser(args.corruptions_dir))
-        if args.data_dir or os.environ.get("LATUNE_DATA"):
-            overrides["data.data_dir"] = os.path.abspath(args.data_dir or os.environ["LATUNE_DATA"])
-        spec = load_sweep(args.sweep, data=args.data or "digits", overrides=overrides)
-        changes: dict[str, Any] = {}
-        for flag, field_name, low in (("num_samples", "num_samples", 1), ("max_concurrent", "max_concurrent", 1)):
-            value = getattr(args, flag)
-            if value is not None:
-                if value < low:
-                    raise UserError(f"--{flag.replace('_', '-')}: must be >= {low}, got {value}")
-                changes[field_name] = value
-        if args.cpu is not None:
-            if args.cpu <= 0:
-                raise UserError(f"--cpu: must be > 0, got {args.cpu}")
-            changes["cpu"] = args.cpu
-        if args.gpu is not None:
-            try:
-                changes["gpu"] = "auto" if args.gpu == "auto" else float(args.gpu)
-            except ValueError:
-                raise UserError(f"--gpu: must be auto or a number, got {args.gpu!r}") from None
-            if changes["gpu"] != "auto" and changes["gpu"] < 0:
-                raise UserError(f"--gpu: must be >= 0, got {args.gpu}")
-        spec = replace(spec, **changes)
-        if args.dry_run:
-            print(_dry_run(spec, args.storage))
-            return 0
-        outcome = run_sweep(spec, storage=args.storage, name=args.name, resume=args.resume, address=args.address,
-                            optuna_storage=args.optuna_storage, verbose=args.verbose, mlflow=not args.no_mlflow,
-                            tracking_uri=args.tracking_uri, mlflow_experiment=args.experiment,
-                            mlflow_checkpoints=args.mlflow_checkpoints)
-        from latune.results import format_front
-
-        table = outcome.table
-        counts = table["status"].value_counts().to_dict() if len(table) else {}
-        print(format_front(table, spec.objectives, [d.key for d in spec.space]))
-        print("trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
-        for _, row in (table[table["status"] == "ERROR"] if len(table) else table).iterrows():
-            print(f"  {row['trial_id']} failed: {row['error']}")
-        print(f"results: {outcome.results_path}\nTune: {outcome.experiment_path}")
-        if outcome.interrupted:
-            print(f"interrupted: continue with python -m latune.sweep {args.sweep} --resume "
-                  f"--name {Path(outcome.experiment_path).name}")
-            return 130
-        return 0
-
-    return guarded(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pareto ranks and hypervolume (pure numpy), results.parquet, the paper-style report, plots."""

@@ -1,0 +1,183 @@
+"""The paper-style report of a finished sweep: ``python -m latune.report SWEEP``.
+
+For each setting of the sweep (its trials grouped by config, seeds pooled) and its role -- Standard
+(ε = 0), Adv (ε > 0, LA off: δ = 0 or no transformation set) or Adv+ (ε > 0 with LA) -- a Markdown table of
+clean, PGD and (when the trials evaluated corruptions) corruption class-wise error mean and SD, mean ± SD
+over seeds, then the relative changes of each Adv+ setting against the Adv setting that differs from it only
+in LA (the paper's headline figures are the relative drops of mean PGD-40 class-wise error and of
+class-wise SD). Figures come from the test split (``test_*`` columns of results.parquet), else validation.
+Writes ``report.md`` beside results.parquet and, unless --no-mlflow, logs it to the sweep's MLflow parent run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["roles", "setting_table", "relative_changes", "render", "pgd_label"]
+
+# (label, metric without split prefix, scale): accuracies and class-wise errors in percent
+_COLUMNS = (
+    ("clean acc", "clean_acc", 100), ("clean err mean", "clean_class_error_mean", 100),
+    ("clean err SD", "clean_class_error_sd", 100), ("{pgd} acc", "robust_acc", 100),
+    ("{pgd} err mean", "robust_class_error_mean", 100), ("{pgd} err SD", "robust_class_error_sd", 100),
+    ("corr. err mean", "corruption_class_error_mean", 100), ("corr. err SD", "corruption_class_error_sd", 100),
+    ("mCE", "mce", 100),
+)
+# what the relative-change table compares (the paper's headline figures first)
+_CHANGES = (
+    ("{pgd} err mean", "robust_class_error_mean"), ("{pgd} err SD", "robust_class_error_sd"),
+    ("clean err mean", "clean_class_error_mean"), ("clean err SD", "clean_class_error_sd"),
+    ("corr. err mean", "corruption_class_error_mean"), ("corr. err SD", "corruption_class_error_sd"),
+)
+_IGNORED_KEYS = {"seed", "data.data_dir", "eval.corruptions_dir", "eval.corruption_baseline", "device"}
+
+
+def _config_keys(table: pd.DataFrame) -> list[str]:
+    from latune.config import Config, to_flat
+
+    known = set(to_flat(Config()))
+    return [c for c in table.columns if c in known and c not in _IGNORED_KEYS]
+
+
+def roles(table: pd.DataFrame) -> pd.Series:
+    """Standard, Adv or Adv+ for each trial, from its resolved config (presets filled)."""
+    from latune.config import from_flat, resolve
+
+    keys = _config_keys(table) + (["seed"] if "seed" in table else [])
+    out = []
+    for _, row in table.iterrows():
+        flat = {k: _plain(row[k]) for k in keys if _present(row[k])}
+        config = resolve(from_flat(flat))
+        out.append("Standard" if config.attack.eps == 0 else "Adv+" if config.la_active else "Adv")
+    return pd.Series(out, index=table.index, name="role")
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays (list-valued keys) from parquet
+        return value.tolist()
+    return value
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and not (
+        isinstance(value, str) and value in ("None", "nan"))
+
+
+def _split_prefix(table: pd.DataFrame) -> str:
+    return "test_" if "test_robust_acc" in table and table["test_robust_acc"].notna().any() else ""
+
+
+def setting_table(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """One row per setting of the finished trials: role, config, n (seeds) and mean/SD of each metric.
+
+    Returns (table, split prefix used: "test_" or "").
+    """
+    finished = table[table["status"] == "TERMINATED"].copy()
+    prefix = _split_prefix(finished)
+    keys = _config_keys(finished)
+    finished["role"] = roles(finished)
+    finished["_setting"] = finished[keys].astype(str).agg("|".join, axis=1) if keys else ""
+    rows = []
+    for _, group in finished.groupby("_setting", sort=False):
+        first = group.iloc[0]
+        row: dict[str, Any] = {"role": first["role"], **{k: first[k] for k in keys}, "n": len(group),
+                               "seeds": ",".join(str(s) for s in sorted(group["seed"])) if "seed" in group else ""}
+        for _, metric, _scale in _COLUMNS:
+            column = prefix + metric
+            values = group[column].dropna() if column in group else pd.Series(dtype=float)
+            row[metric] = values.mean() if len(values) else math.nan
+            row[f"{metric}_sd"] = values.std(ddof=1) if len(values) > 1 else math.nan
+        rows.append(row)
+    order = {"Standard": 0, "Adv": 1, "Adv+": 2}
+    out = pd.DataFrame(rows)
+    if not out.empty:
+        out = out.sort_values(by=["role"], key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+    return out, prefix
+
+
+def relative_changes(settings: pd.DataFrame) -> pd.DataFrame:
+    """Each Adv+ setting against the Adv setting equal to it except for the LA keys: relative change
+    (Adv+ - Adv) / Adv of each class-wise figure (negative = a drop, what LA aims for)."""
+    la_keys = {c for c in settings.columns if c.startswith("la.")}
+    shared = [c for c in settings.columns if "." in c and c not in la_keys and not c.endswith("_sd")]
+    adv = settings[settings["role"] == "Adv"]
+    rows = []
+    for index, plus in settings[settings["role"] == "Adv+"].iterrows():
+        match = adv[[all(str(a[c]) == str(plus[c]) for c in shared) for _, a in adv.iterrows()]]
+        if match.empty:
+            continue
+        base = match.iloc[0]
+        row: dict[str, Any] = {"setting": index, "against": int(match.index[0])}
+        for _, metric in _CHANGES:
+            ref, value = base[metric], plus[metric]
+            row[metric] = (value - ref) / ref if _present(ref) and _present(value) and ref != 0 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(mean: Any, sd: Any, scale: float) -> str:
+    if not _present(mean):
+        return "–"
+    text = f"{mean * scale:.1f}"
+    return text + (f" ± {sd * scale:.1f}" if _present(sd) else "")
+
+
+_NAMED = (("attack.eps", "ε"), ("la.delta", "δ"), ("la.transform_set", "set"), ("la.m", "M"), ("la.p", "p"))
+
+
+def _describe(row: pd.Series, varying: Sequence[str]) -> str:
+    """ε, δ, set, M, p where the trials set them, then any other key that differs between settings."""
+    named = dict(_NAMED)
+    parts = []
+    for key in [*named, *(k for k in varying if k not in named)]:
+        if key in row and _present(row[key]):
+            value = row[key]
+            parts.append(f"{named.get(key, key)}={value:.4g}" if isinstance(value, float) else
+                         f"{named.get(key, key)}={value}")
+    return ", ".join(parts)
+
+
+def render(table: pd.DataFrame, *, title: str, pgd_label: str = "PGD-40") -> str:
+    """The Markdown report of a results table (latune.results layout)."""
+    settings, prefix = setting_table(table)
+    split = "test" if prefix == "test_" else "validation"
+    lines = [f"# {title}", "",
+             f"{int((table['status'] == 'TERMINATED').sum())} of {len(table)} trials finished; figures on the "
+             f"{split} split, in %, mean ± SD over seeds (n = seeds). Class-wise error: mean and SD of the K "
+             "per-class error rates. corr.: under common corruptions (pooled over corruptions and severities); "
+             "mCE: mean corruption error.", ""]
+    if settings.empty:
+        return "\n".join(lines + ["No finished trial: nothing to report.", ""])
+    varying = [c for c in settings.columns if "." in c and not c.endswith("_sd")
+               and settings[c].astype(str).nunique() > 1]
+    measured = [c for c in _COLUMNS if settings[c[1]].notna().any()]  # e.g. no corruption columns without them
+    headers = ["#", "method", "setting", "n"] + [label.format(pgd=pgd_label) for label, _, _ in measured]
+    lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for index, row in settings.iterrows():
+        cells = [str(index), row["role"], _describe(row, varying) or "–", str(row["n"])]
+        cells += [_cell(row[metric], row[f"{metric}_sd"], scale) for _, metric, scale in measured]
+        lines.append("| " + " | ".join(cells) + " |")
+    changes = relative_changes(settings)
+    lines += ["", "## Adv+ against Adv", ""]
+    if changes.empty:
+        lines.append("No Adv+ setting has an Adv setting that differs from it only in LA.")
+    else:
+        lines.append("Relative change (Adv+ − Adv) / Adv of the mean over seeds; negative = a drop.")
+        lines.append("")
+        compared = [c for c in _CHANGES if changes[c[1]].notna().any()]
+        heads = ["Adv+ #", "Adv #"] + [label.format(pgd=pgd_label) for label, _ in compared]
+        lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        for _, row in changes.iterrows():
+            cells = [str(int(row["setting"])), str(int(row["against"]))]
+            cells += ["–" if not _present(row[m]) else f"{row[m] * 100:+.1f}%" for _, m in compared]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def pgd_label(table: pd.DataFrame) -> str:
+    steps = {int(s) for s in table.get("eval.steps", pd.Series(dtype=float)).dropna()} or {40}
+    return f"PGD-{steps.pop()}" if len(steps) == 1 else "PGD"

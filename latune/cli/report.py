@@ -1,0 +1,66 @@
+"""``python -m latune.report SWEEP``: the paper-style report of a finished sweep (latune.analysis.report)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+import pandas as pd
+
+from latune.analysis.report import pgd_label, render
+from latune.tracking.query import attach_to_sweep_run
+
+__all__ = ["main"]
+
+
+def _find_experiment(target: str, storage: str) -> str:
+    from latune.errors import UserError
+    from latune.analysis.results import latest_experiment
+
+    if os.path.isdir(target) or "://" in target:
+        return target.rstrip("/")
+    name = latest_experiment(storage, target)
+    if name is None:
+        raise UserError(f"SWEEP: {target!r} is neither an experiment folder nor a sweep with runs under {storage}")
+    return os.path.join(storage, name)
+
+
+def _read_results(folder: str) -> pd.DataFrame:
+    from latune.errors import UserError
+    from latune.analysis.results import read_parquet
+
+    try:
+        return read_parquet(folder)
+    except (FileNotFoundError, OSError) as err:
+        raise UserError(f"SWEEP: no results.parquet in {folder} (a sweep writes it when it ends): {err}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from latune.cli.common import guarded
+
+    parser = argparse.ArgumentParser(prog="python -m latune.report", description="The paper-style report of a finished sweep.")
+    parser.add_argument("sweep", metavar="SWEEP", help="experiment folder (with results.parquet), or a sweep name "
+                                                        "(its latest run under --storage)")
+    parser.add_argument("--storage", default="runs", help="where sweeps write their folders (default ./runs)")
+    parser.add_argument("--out", help="Markdown file to write (default SWEEP/report.md)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not attach the report to the sweep's MLflow run")
+    args = parser.parse_args(argv)
+
+    def run() -> int:
+        folder = _find_experiment(args.sweep, args.storage)
+        table = _read_results(folder)
+        text = render(table, title=f"{os.path.basename(folder.rstrip('/'))}", pgd_label=pgd_label(table))
+        out = args.out or (os.path.join(folder, "report.md") if "://" not in folder else "report.md")
+        with open(out, "w") as handle:
+            handle.write(text)
+        print(text)
+        print(f"wrote {out}")
+        if not args.no_mlflow:
+            run_id = attach_to_sweep_run(folder, out, args.tracking_uri)
+            print(f"logged to MLflow run {run_id}" if run_id else "no MLflow parent run of this sweep found: "
+                                                                   "not logged (--no-mlflow to skip the lookup)")
+        return 0
+
+    return guarded(run)

@@ -1,0 +1,1 @@
+"""Ray cluster launcher helpers: autoscaler capacity planning."""

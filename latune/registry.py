@@ -1,0 +1,67 @@
+"""Closed sets as plain data: transformation sets, common corruptions, and the metrics they add.
+
+The config and sweep-file validation read these names without importing torch, so ``--help``,
+``--dry-run`` and ``--list`` stay fast. The implementations (latune.core.transforms, latune.core.corruptions)
+take their names from here, and tests/test_registry.py checks that every name has an implementation.
+"""
+
+from __future__ import annotations
+
+from latune.errors import ConfigError
+
+__all__ = ["AUGMIX_PRIMITIVES", "TRANSFORM_SETS", "CORRUPTION_FAMILIES", "CORRUPTIONS", "CORRUPTION_SEVERITIES",
+           "CORRUPTION_SUMMARY_KEYS", "corruption_names"]
+
+# AugMix's `augmentations` list (CIFAR), in its order; the op choice index of the augmix op refers to this order
+AUGMIX_PRIMITIVES: tuple[str, ...] = (
+    "autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x", "translate_y",
+)
+
+# la.transform_set -> its ops, in label order (la.m splits them into m label groups)
+TRANSFORM_SETS: dict[str, tuple[str, ...]] = {
+    "augmix": ("augmix",),
+    "augmix_ops": AUGMIX_PRIMITIVES,
+    "geometric": ("rotate", "shear_x", "shear_y", "translate_x", "translate_y"),
+    "photometric": (
+        "brightness", "contrast", "saturation", "sharpness", "autocontrast", "equalize", "posterize", "solarize",
+    ),
+    "perturbations": ("fgsm", "uniform_noise"),
+    "noise_blur": ("gaussian_noise", "blur", "uniform_noise"),
+    "all": (
+        "autocontrast", "equalize", "posterize", "solarize", "rotate", "shear_x", "shear_y", "translate_x",
+        "translate_y", "brightness", "contrast", "saturation", "sharpness", "gaussian_noise", "blur", "fgsm",
+        "uniform_noise",
+    ),
+}
+
+# CIFAR-10-C's 15 corruptions by family (Hendrycks & Dietterich 2019), in the released files' order
+CORRUPTION_FAMILIES: dict[str, tuple[str, ...]] = {
+    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
+    "weather": ("snow", "frost", "fog", "brightness"),
+    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
+}
+CORRUPTIONS: tuple[str, ...] = tuple(name for names in CORRUPTION_FAMILIES.values() for name in names)
+CORRUPTION_SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+# corruption metrics in every report of a run with eval.corruptions (NaN until measured): usable as sweep objectives
+CORRUPTION_SUMMARY_KEYS: tuple[str, ...] = (
+    "mce", "corruption_acc", "corruption_class_error_mean", "corruption_class_error_sd", "corruption_worst_class_acc",
+)
+
+
+def corruption_names(spec: str) -> tuple[str, ...]:
+    """The corruptions named by ``eval.corruptions``: none, all, a family, or a comma list of names."""
+    text = spec.strip()
+    if text == "none":
+        return ()
+    if text == "all":
+        return CORRUPTIONS
+    if text in CORRUPTION_FAMILIES:
+        return CORRUPTION_FAMILIES[text]
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in CORRUPTIONS]
+    if unknown or not names:
+        raise ConfigError(f"eval.corruptions: unknown {', '.join(map(repr, unknown)) or repr(spec)}; allowed: none, "
+                          f"all, {', '.join(CORRUPTION_FAMILIES)} or a comma list of {', '.join(CORRUPTIONS)}")
+    return names
