@@ -23,6 +23,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# `make bench`: bench_train (latune against the public recipe and torchattacks, in fp32 and in bf16 +
+# channels_last, each ratio within one setting) and bench_sweep (Ray's cost with MLflow off, MLflow's cost apart).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_sweep.py

@@ -1,3 +1,49 @@
-"""latune: sweeps of adversarial training with label augmentation (arXiv 2503.16179)."""
+"""latune: sweeps of adversarial training with label augmentation (arXiv 2503.16179).
 
-__version__ = "0.1.0"
+The public API, loaded on first use (PEP 562), so ``import latune`` loads no torch and starts nothing::
+
+    import latune
+    config = latune.resolve(latune.from_flat({"data.name": "digits", "la.delta": 0.2}))
+    for epoch in latune.train(config): print(epoch.metrics["robust_acc"])
+
+``latune.train`` is the training function; ``python -m latune.train`` (the command) runs the latune/train.py
+shim as ``__main__``, which never takes that name. The command line is ``latune COMMAND`` (latune.cli.main).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "Config": "latune.config", "from_flat": "latune.config", "to_flat": "latune.config", "resolve": "latune.config",
+    "ConfigError": "latune.errors", "DataError": "latune.errors", "UserError": "latune.errors",
+    "load_data": "latune.core.data",
+    "build_model": "latune.core.models", "save_checkpoint": "latune.core.models",
+    "load_checkpoint": "latune.core.models",
+    "train": "latune.core.train", "evaluate": "latune.core.evaluate",
+    "load_sweep": "latune.sweep.spec", "run_sweep": "latune.sweep.run",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("latune")
+        except PackageNotFoundError:  # a source tree on sys.path, not installed
+            value = "0+unknown"
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
+        raise AttributeError(f"module 'latune' has no attribute {name!r}")
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -6,26 +6,27 @@ device). Sweeps, CLIs and MLflow speak the flat form: ``{"attack.eps": 0.03, "la
 and checks every range and name; ``to_flat`` maps back. Any bad value raises ``ConfigError`` whose
 message is one line naming the field and what is allowed, before any data is loaded or run created.
 
-Settings left ``None`` are filled from the data set's preset by ``resolve`` (architecture, image
-size, batch size, epochs, ε, crop and flip), so ``--data cifar10`` alone gives the paper-scale run.
+Settings left ``None`` are filled by ``resolve``: from the data set's preset (architecture, image size, batch
+size, epochs, ε, crop and flip), so ``--data cifar10`` alone gives the paper-scale run, then the derived ones
+(PGD steps ε/4, the evaluation radius, the perturbation ops' size), so a run records every value it used.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from latune._config_values import coerce, parse_number
 from latune.errors import ConfigError
 from latune.registry import TRANSFORM_SETS, corruption_names
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "ModelConfig", "AttackConfig", "LAConfig", "OptimConfig",
-    "EvalConfig", "PRESETS", "from_flat", "to_flat", "resolve", "describe_keys",
+    "EvalConfig", "PRESETS", "from_flat", "to_flat", "resolve", "describe_keys", "parse_number",
 ]
 
 DataName = Literal["digits", "mnist", "cifar10", "cifar100", "svhn", "imagefolder"]
@@ -57,7 +58,7 @@ class AttackConfig:
     """The PGD l_inf attack used to make training examples (Madry et al. 2018)."""
 
     eps: float | None = None  # l_inf radius in [0,1] pixel units; 0 = standard training; None -> preset
-    alpha: float | None = None  # PGD step size in [0,1] pixel units; None -> eps/4
+    alpha: float | None = None  # PGD step size in [0,1] pixel units; None -> attack.eps/4
     steps: int = 10  # PGD iterations during training
     random_start: bool = True  # start from a uniform point in the eps-ball
     bn_eval: bool = True  # batch-norm in eval mode while attacking (statistics not polluted by the attack)
@@ -93,8 +94,8 @@ class OptimConfig:
 class EvalConfig:
     """Evaluation: clean and PGD-k (PGD-40 by default) accuracy, class by class."""
 
-    eps: float | None = None  # l_inf radius of the evaluation attack; None -> attack.eps
-    alpha: float | None = None  # step size; None -> eps/4
+    eps: float | None = None  # l_inf radius of the evaluation attack; 0 = no robust_* metrics; None -> preset eps
+    alpha: float | None = None  # step size; None -> eval.eps/4
     steps: int = 40  # PGD iterations
     restarts: int = 1  # random restarts; an image counts as robust only if it survives all
     every: int = 1  # evaluate on the validation split every N epochs (and always on the first and last)
@@ -125,6 +126,16 @@ class Config:
     def la_active(self) -> bool:
         """LA is on when δ > 0 and a transformation set is named; otherwise the run is the "Adv" baseline."""
         return self.la.delta > 0 and self.la.transform_set != "none"
+
+    @property
+    def la_ops(self) -> tuple[str, ...]:
+        """The transformation ops of the LA set, in label order; () when LA is off."""
+        return TRANSFORM_SETS[self.la.transform_set] if self.la_active else ()
+
+    @property
+    def num_extra(self) -> int:
+        """M: transformation logits after the K class logits (la.m, else one per op); 0 when LA is off."""
+        return (self.la.m or len(self.la_ops)) if self.la_active else 0
 
 
 # Per-data-set defaults for the settings left None. Plain data: edit here to change a preset.
@@ -189,15 +200,15 @@ def from_flat(flat: Mapping[str, Any] | None = None, *, base: Config | None = No
             close = difflib.get_close_matches(str(key), leaves, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown config key '{key}'{hint}; run with --help to list the keys")
-        values[key] = _coerce(key, leaves[key][0], raw)
+        values[key] = coerce(key, leaves[key][0], raw)
     sections: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
     top: dict[str, Any] = {}
     for key, value in values.items():
         section, _, sub = key.partition(".")
         if sub:
-            sections[section][sub] = _coerce(key, leaves[key][0], value)
+            sections[section][sub] = coerce(key, leaves[key][0], value)
         else:
-            top[key] = _coerce(key, leaves[key][0], value)
+            top[key] = coerce(key, leaves[key][0], value)
     types_ = _field_types(Config)
     config = Config(**{s: types_[s](**kw) for s, kw in sections.items()}, **top)
     validate(config)
@@ -205,89 +216,20 @@ def from_flat(flat: Mapping[str, Any] | None = None, *, base: Config | None = No
 
 
 def resolve(config: Config) -> Config:
-    """Fill settings left None from the data set's preset; the result is what a run records."""
+    """Fill every setting left None; the result is what a run uses and records (metrics.json, MLflow).
+
+    First from the data set's preset (``PRESETS``), then the derived settings: attack.alpha = attack.eps/4,
+    eval.eps = the preset's attack.eps (the data set's standard radius, not the training one: a model trained at
+    ε = 0 is still attacked), eval.alpha = eval.eps/4 and la.perturbation_eps = attack.eps. Idempotent.
+    """
     preset = PRESETS[config.data.name]
     flat = to_flat(config)
     filled = {k: v for k, v in preset.items() if flat[k] is None}
+    eps = filled.get("attack.eps", flat["attack.eps"])
+    eval_eps = preset["attack.eps"] if flat["eval.eps"] is None else flat["eval.eps"]
+    derived = {"attack.alpha": eps / 4, "eval.eps": eval_eps, "eval.alpha": eval_eps / 4, "la.perturbation_eps": eps}
+    filled.update({k: v for k, v in derived.items() if flat[k] is None})
     return from_flat(filled, base=config) if filled else config
-
-
-# ---------------------------------------------------------------- parsing
-
-def _type_name(typ: Any) -> str:
-    origin = typing.get_origin(typ)
-    if origin is Literal:
-        return "one of " + ", ".join(map(str, typing.get_args(typ)))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(typ))
-    if origin is tuple:
-        return f"list of {_type_name(typing.get_args(typ)[0])}"
-    return "none" if typ is type(None) else getattr(typ, "__name__", str(typ))
-
-
-def _coerce(key: str, typ: Any, raw: Any) -> Any:
-    """Value of ``raw`` as ``typ`` or ConfigError naming the key and the expected type."""
-    origin = typing.get_origin(typ)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(typ)
-        if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        concrete = [a for a in args if a is not type(None)]
-        if len(concrete) == 1:  # Optional[X]: X's own message names the allowed values
-            return _coerce(key, concrete[0], raw)
-        for arg in concrete:
-            try:
-                return _coerce(key, arg, raw)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}: expected {_type_name(typ)}, got {raw!r}")
-    if origin is Literal:
-        allowed = typing.get_args(typ)
-        if raw in allowed:
-            return raw
-        raise ConfigError(f"{key}: unknown value {raw!r}; allowed: {', '.join(map(str, allowed))}")
-    if origin is tuple:
-        inner = typing.get_args(typ)[0]
-        items = raw.split(",") if isinstance(raw, str) else raw
-        if not isinstance(items, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list of {_type_name(inner)}, got {raw!r}")
-        return tuple(_coerce(key, inner, item) for item in items if not (isinstance(item, str) and not item.strip()))
-    if typ is bool:
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
-            return raw.strip().lower() in ("true", "1", "yes")
-        raise ConfigError(f"{key}: expected true or false, got {raw!r}")
-    if typ is int:
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            return raw
-        if isinstance(raw, float) and raw.is_integer():
-            return int(raw)
-        if isinstance(raw, str):
-            try:
-                return int(raw.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {raw!r}")
-    if typ is float:
-        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            return float(raw)
-        if isinstance(raw, str):
-            text = raw.strip()
-            try:
-                if "/" in text:  # "8/255" is how papers write eps
-                    num, den = text.split("/")
-                    return float(num) / float(den)
-                return float(text)
-            except (ValueError, ZeroDivisionError):
-                pass
-        raise ConfigError(f"{key}: expected a number (e.g. 0.03 or 8/255), got {raw!r}")
-    if typ is str:
-        if isinstance(raw, str):
-            return raw
-        raise ConfigError(f"{key}: expected a string, got {raw!r}")
-    raise TypeError(f"unsupported config type {typ!r} for {key}")  # a bug in this module, not user input
 
 
 # ---------------------------------------------------------------- validation
@@ -310,8 +252,9 @@ def validate(config: Config) -> None:
     _check(d.limit_train >= 0, "data.limit_train", ">= 0 (0 = all)", d.limit_train)
     for key, value in (("attack.eps", a.eps), ("eval.eps", e.eps), ("la.perturbation_eps", la.perturbation_eps)):
         _check(value is None or 0 <= value <= 1, key, "in [0, 1] ([0,1] pixel units)", value)
-    for key, value in (("attack.alpha", a.alpha), ("eval.alpha", e.alpha)):
-        _check(value is None or 0 < value <= 1, key, "in (0, 1] or none (= eps/4)", value)
+    for key, value, eps in (("attack.alpha", a.alpha, a.eps), ("eval.alpha", e.alpha, e.eps)):
+        # 0 only with eps 0 (no attack): resolve derives alpha = eps/4
+        _check(value is None or 0 < value <= 1 or value == eps == 0, key, "in (0, 1] or none (= eps/4)", value)
     _check(a.steps >= 0, "attack.steps", ">= 0", a.steps)
     _check(e.steps >= 0, "eval.steps", ">= 0", e.steps)
     _check(e.restarts >= 1, "eval.restarts", ">= 1", e.restarts)
@@ -335,6 +278,8 @@ def validate(config: Config) -> None:
     if la.transform_set != "none":
         size = len(TRANSFORM_SETS[la.transform_set])
         _check(la.m is None or 1 <= la.m <= size, "la.m", f"in 1..{size} (size of set {la.transform_set!r})", la.m)
+    if config.la_active:
+        _check_la_can_transform(config)
     _check(o.lr is None or o.lr > 0, "optim.lr", "> 0", o.lr)
     _check(0 <= o.momentum < 1, "optim.momentum", "in [0, 1)", o.momentum)
     _check(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
@@ -345,6 +290,29 @@ def validate(config: Config) -> None:
     dev = config.device
     _check(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()), "device",
            "one of auto, cpu, cuda, cuda:N", dev)
+
+
+# why an op leaves every image unchanged under a config (None: it may change images); LA labels an image with
+# its op's group only when the op changed it, so a set whose every op is idle here would never be learnt
+_PERTURBATION_OPS = ("fgsm", "uniform_noise")
+_ONE_CHANNEL_DATA = ("digits", "mnist")  # imagefolder's channels are only known once its files are read
+
+
+def _idle_reason(op: str, config: Config) -> str | None:
+    la = config.la
+    size = la.perturbation_eps if la.perturbation_eps is not None else config.attack.eps  # None: not resolved yet
+    if op in _PERTURBATION_OPS and size == 0:
+        return "la.perturbation_eps is 0 (it defaults to attack.eps)"
+    if op == "saturation" and config.data.name in _ONE_CHANNEL_DATA:
+        return f"{config.data.name} images have one channel"
+    return None
+
+
+def _check_la_can_transform(config: Config) -> None:
+    reasons = [_idle_reason(op, config) for op in TRANSFORM_SETS[config.la.transform_set]]
+    if reasons and all(reasons):
+        raise ConfigError(f"la.transform_set: {config.la.transform_set!r} would leave every image unchanged, "
+                          f"because {'; '.join(dict.fromkeys(reasons))}; choose another set or la.delta=0")
 
 
 def describe_keys() -> list[tuple[str, str, str]]:

@@ -9,6 +9,9 @@ from _training import train_clean_small_cnn
 from latune.core.data import load_data, to_float
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one thread is the fast setting
+
+
 def _ce(y):
     return lambda logits, index: nn.functional.cross_entropy(logits, y[index], reduction="sum")
 
@@ -103,3 +106,38 @@ def test_pgd40_accuracy_agrees_with_torchattacks(trained, digits):
         ours, reference = ours / len(x), reference / len(x)
         assert 0.05 < reference < 0.95, f"eps={eps}: accuracy {reference} too extreme to compare attacks"
         assert abs(ours - reference) <= 0.01, f"eps={eps}: latune PGD-40 {ours:.4f} vs torchattacks {reference:.4f}"
+
+
+def test_pgd_without_random_start_on_a_linear_loss_is_exact():
+    # loss w·x: the gradient is w everywhere, so k steps give x + min(k·α, ε)·sign(w), clipped to [0,1]
+    generator = torch.Generator().manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, 1))
+    with torch.no_grad():
+        linear[1].weight.copy_(torch.randn(1, 32, generator=generator))
+        linear[1].weight[0, :4] = 0  # sign 0: these pixels stay put
+    x = torch.rand(6, 2, 4, 4, generator=generator)
+    x[0] = 0.0
+    x[1] = 1.0  # at the edges of [0,1]: the clip decides
+    sign = linear[1].weight.detach().sign().view(1, 2, 4, 4)
+
+    def loss(logits, index):
+        return logits.sum()
+
+    for steps, alpha, eps in ((1, 0.01, 0.05), (3, 0.01, 0.05), (7, 0.01, 0.05), (2, 0.3, 0.25)):
+        x_adv = pgd(linear, x, loss, eps=eps, alpha=alpha, steps=steps, random_start=False)
+        expected = (x + min(steps * alpha, eps) * sign).clamp(0, 1)
+        assert torch.allclose(x_adv, expected, atol=1e-6), (steps, alpha, eps)
+
+
+def test_pgd_agrees_with_torchattacks_image_by_image_from_the_same_start(trained, digits):
+    torchattacks = pytest.importorskip("torchattacks")
+    x, y = to_float(digits.val.images[:128]), digits.val.labels[:128]
+    eps, alpha, steps = 0.05, 0.01, 10
+    ours = pgd(trained, x, _ce(y), eps=eps, alpha=alpha, steps=steps, random_start=False)
+    reference = torchattacks.PGD(trained, eps=eps, alpha=alpha, steps=steps, random_start=False)(x, y)
+    # the same start and step rule; only float rounding differs (torchattacks averages the loss, latune sums it)
+    close = (ours - reference).flatten(1).abs().amax(dim=1) <= 1e-5
+    assert close.all(), f"{int((~close).sum())} of 128 images differ"
+    with torch.no_grad():
+        same = trained(ours).argmax(1) == trained(reference).argmax(1)
+    assert same.all(), f"{int((~same).sum())} of 128 predictions differ"

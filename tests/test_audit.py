@@ -1,5 +1,6 @@
-"""The stronger-attack audit (latune.audit): masked models must warn, a sound one must not; the CLI
-(``python -m latune.audit``) on a checkpoint, a Tune layout and a real tiny sweep."""
+"""The stronger-attack audit (latune.core.audit): masked models must warn, a sound one must not; the CLI
+(``python -m latune.audit``, latune.analysis.checkpoints, latune.tracking.audit_log) on a checkpoint, a Tune
+layout and a real tiny sweep."""
 
 import json
 import os
@@ -15,10 +16,11 @@ from torch import nn
 from _training import train_clean_small_cnn
 from latune.core.attacks import attack_mode
 from latune.core.audit import AuditWarning, ClassHead, audit
-from latune.cli.audit import find_targets, main
+from latune.analysis.checkpoints import find_targets
+from latune.cli.audit import main
 from latune.config import from_flat, resolve, to_flat
 from latune.core.data import load_data, to_float
-from latune.core.evaluate import evaluate
+from latune.core.evaluate import EvalSettings, evaluate
 from latune.core.models import save_checkpoint
 
 EPS = 0.03  # digits' preset is 0.1, where a clean-trained model has ~0 robust accuracy: nothing to compare
@@ -123,7 +125,8 @@ def test_a_sound_model_raises_no_warning(sound):
 
 
 def test_pgd40_agrees_with_latune_evaluate_on_the_same_images(sound, trained, digits):
-    ours = evaluate(trained, digits.test, num_classes=10, eps=EPS, alpha=EPS / 4, steps=40, max_images=64)
+    settings = EvalSettings(num_classes=10, eps=EPS, alpha=EPS / 4, steps=40, max_images=64)
+    ours = evaluate(trained, digits.test, settings)
     assert ours["clean_acc"] == sound["clean_acc"]
     assert abs(ours["robust_acc"] - sound["attacks"]["pgd40"]["robust_acc"]) <= 3 / 64  # other random starts
 
@@ -265,7 +268,7 @@ def test_sweep_folder_audits_the_front_at_its_latest_checkpoint(tmp_path, traine
 def test_audit_is_logged_to_the_trials_mlflow_run(tmp_path, trained, capsys):
     from mlflow.tracking import MlflowClient
 
-    from latune.cli.audit import log_to_mlflow
+    from latune.tracking.audit_log import log_to_mlflow
     from latune.tracking.records import SweepInfo
 
     experiment, front, _ = _tune_layout(tmp_path, trained)

@@ -1,6 +1,7 @@
 """The single-run CLI, run for real in a subprocess (as users run it)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -8,10 +9,17 @@ import pytest
 
 from latune.config import describe_keys
 
+# every proxy variable pointed at a closed local port: a data set download fails at once, so no test fetches data
+# (urllib, which torchvision downloads with, honours them). One OpenMP thread: tiny tensors on a busy machine run
+# many times faster so (see conftest.single_thread)
+_OFFLINE = {**os.environ, **dict.fromkeys(("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                                           "ALL_PROXY"), "http://127.0.0.1:9"), "no_proxy": "", "NO_PROXY": "",
+            "OMP_NUM_THREADS": "1"}
+
 
 def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "latune.train", *args], capture_output=True, text=True,
-                          timeout=600, cwd=cwd)
+                          timeout=600, cwd=cwd, env=_OFFLINE)
 
 
 @pytest.mark.slow
@@ -74,7 +82,19 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragmen
 def test_missing_data_set_offline_says_where_to_put_it(tmp_path):
     out = tmp_path / "out"
     result = _cli("--data", "svhn", "--data-dir", str(tmp_path / "data"), "--out", str(out))
-    if result.returncode == 0:
-        pytest.skip("SVHN could be downloaded here")
-    assert result.returncode == 2 and str(tmp_path / "data") in result.stderr
-    assert result.stderr.strip().count("\n") == 0 and not out.exists()
+    assert result.returncode == 2 and str(tmp_path / "data") in result.stderr, result.stderr
+    assert "download failed" in result.stderr and result.stderr.strip().count("\n") == 0 and not out.exists()
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:99"])
+def test_a_device_this_machine_lacks_is_one_line_exit_2(tmp_path, device):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "out"
+    result = _cli("--set", f"device={device}", "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    message = result.stderr.strip()
+    assert message.startswith(f"error: device: '{device}' ") and "allowed here: auto, cpu" in message, message
+    assert message.count("\n") == 0 and not out.exists()

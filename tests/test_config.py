@@ -1,6 +1,6 @@
 import pytest
 
-from latune.config import PRESETS, Config, ConfigError, describe_keys, from_flat, resolve, to_flat
+from latune.config import PRESETS, Config, ConfigError, describe_keys, from_flat, parse_number, resolve, to_flat
 
 
 def test_defaults_round_trip_through_flat_keys():
@@ -82,3 +82,72 @@ def test_la_active_only_with_positive_delta_and_a_set():
 def test_every_key_is_documented():
     for key, _, comment in describe_keys():
         assert comment, f"{key} has no unit/meaning comment"
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_resolve_fills_the_derived_settings_so_a_run_records_what_it_used(name):
+    flat = to_flat(resolve(from_flat({"data.name": name})))
+    eps = PRESETS[name]["attack.eps"]
+    assert flat["attack.alpha"] == pytest.approx(eps / 4) and flat["la.perturbation_eps"] == pytest.approx(eps)
+    assert flat["eval.eps"] == pytest.approx(eps) and flat["eval.alpha"] == pytest.approx(eps / 4)
+    # what stays None means "not used" or "one per op", not a value filled later
+    assert {k for k, v in flat.items() if v is None} <= {"data.data_dir", "model.small_stem", "la.m",
+                                                        "eval.corruptions_dir", "eval.corruption_baseline"}
+
+
+def test_the_evaluation_radius_is_the_presets_not_the_training_one():
+    config = resolve(from_flat({"attack.eps": 0.0}))  # standard training is still attacked at digits' 0.1
+    assert config.attack.eps == config.attack.alpha == config.la.perturbation_eps == 0.0
+    assert config.eval.eps == PRESETS["digits"]["attack.eps"] and config.eval.alpha == pytest.approx(0.025)
+    explicit = resolve(from_flat({"attack.eps": 0.2, "attack.alpha": 0.01, "eval.eps": 0.05,
+                                  "la.perturbation_eps": 0.3}))
+    assert (explicit.attack.alpha, explicit.eval.eps, explicit.eval.alpha, explicit.la.perturbation_eps) == (
+        0.01, 0.05, pytest.approx(0.0125), 0.3)
+    assert resolve(explicit) == explicit and from_flat(to_flat(explicit)) == explicit
+
+
+def test_a_step_of_zero_only_without_an_attack():
+    assert from_flat({"eval.eps": 0, "eval.alpha": 0}).eval.alpha == 0
+    with pytest.raises(ConfigError, match=r"attack.alpha: must be in \(0, 1\]"):
+        from_flat({"attack.eps": 0.1, "attack.alpha": 0})
+
+
+@pytest.mark.parametrize("text, value", [("0.03", 0.03), ("8/255", 8 / 255), (" 1e-2 ", 0.01), ("4 / 255", 4 / 255)])
+def test_parse_number(text, value):
+    assert parse_number(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["", "abc", "8/", "1/0", "1/2/3"])
+def test_parse_number_refuses_what_is_no_number(text):
+    with pytest.raises(ValueError):
+        parse_number(text)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"la.transform_set": "perturbations", "attack.eps": 0},  # la.perturbation_eps defaults to attack.eps
+    {"la.transform_set": "perturbations", "la.perturbation_eps": 0},
+])
+def test_a_transformation_set_that_can_never_change_an_image_is_refused(overrides):
+    with pytest.raises(ConfigError) as info:
+        resolve(from_flat(overrides))
+    assert str(info.value).startswith("la.transform_set: 'perturbations' would leave every image unchanged, "
+                                      "because la.perturbation_eps is 0") and "\n" not in str(info.value)
+    resolve(from_flat({**overrides, "la.delta": 0}))  # LA off: the set is not used
+    resolve(from_flat({**overrides, "la.transform_set": "noise_blur"}))  # other ops still transform
+
+
+def test_a_colour_only_set_is_refused_on_one_channel_data(monkeypatch):
+    from latune import registry
+
+    monkeypatch.setitem(registry.TRANSFORM_SETS, "colour", ("saturation",))
+    with pytest.raises(ConfigError, match="la.transform_set: 'colour' would leave every image unchanged, because "
+                                          "digits images have one channel"):
+        from_flat({"la.transform_set": "colour"})
+    assert from_flat({"la.transform_set": "colour", "data.name": "cifar10"}).la_ops == ("saturation",)
+    assert from_flat({"la.transform_set": "photometric"}).la_ops[2] == "saturation"  # per image: z = -1
+
+
+def test_label_layout_of_the_config():
+    assert from_flat({"la.transform_set": "geometric"}).num_extra == 5
+    assert from_flat({"la.transform_set": "geometric", "la.m": 2}).num_extra == 2
+    assert from_flat({"la.delta": 0}).la_ops == () and from_flat({"la.delta": 0}).num_extra == 0

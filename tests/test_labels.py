@@ -1,6 +1,6 @@
 import torch
 
-from latune.core.labels import la_targets, predict, soft_cross_entropy
+from latune.core.labels import class_loss, la_targets, predict, soft_cross_entropy, target_loss
 
 
 def test_transformed_and_untransformed_targets():
@@ -37,3 +37,12 @@ def test_soft_cross_entropy_known_value():
 def test_prediction_ignores_transformation_logits():
     logits = torch.tensor([[0.1, 0.5, 9.0, 9.0], [2.0, 1.0, 0.0, 5.0]])
     assert predict(logits, num_classes=2).tolist() == [1, 0]
+
+
+def test_the_attack_losses_score_the_indexed_images_summed():
+    logits = torch.randn(3, 5, generator=torch.Generator().manual_seed(1))  # K=3 classes, M=2
+    y, index = torch.tensor([2, 0, 1, 1]), torch.tensor([3, 0, 1])
+    expected = torch.nn.functional.cross_entropy(logits[:, :3], y[index], reduction="sum")
+    assert torch.allclose(class_loss(y, 3)(logits, index), expected)
+    targets = la_targets(y, torch.tensor([1, -1, 0, 0]), 3, 2, 0.2)
+    assert torch.allclose(target_loss(targets)(logits, index), soft_cross_entropy(logits, targets[index]) * 3)

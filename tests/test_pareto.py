@@ -12,6 +12,7 @@ from latune.analysis.pareto import (
     hypervolume,
     non_dominated_ranks,
     pareto_front_mask,
+    rank_trials,
     to_minimization,
 )
 
@@ -270,3 +271,20 @@ def test_front_table_empty_and_missing_column():
     assert len(table) == 0 and {"pareto_rank", "pareto", *OBJECTIVES} <= set(table.columns)
     with pytest.raises(KeyError):
         front_table(_rows(), {"clean_acc": "max", "robust_acc_typo": "max"})
+
+
+def test_rank_trials_ranks_finished_trials_only_and_sorts_front_first():
+    statuses = {"a": "TERMINATED", "b": "TERMINATED", "c": "TERMINATED", "d": "ERROR", "e": "UNFINISHED",
+                "f": "TERMINATED"}
+    frame = pd.DataFrame([{**row, "trial_id": row["trial"], "status": statuses[row["trial"]]} for row in _rows()],
+                         index=[5, 4, 3, 2, 1, 0]).drop(columns="trial")
+    before = frame.copy()
+    table = rank_trials(frame, OBJECTIVES)
+    pd.testing.assert_frame_equal(frame, before)  # input untouched
+    # e (0.85, 0.45, 0.05) would be on the front, but it did not finish; f finished without objectives
+    assert dict(zip(table["trial_id"], table["pareto_rank"])) == {"a": 0, "b": 0, "c": 1, "d": -1, "e": -1, "f": -1}
+    assert table["trial_id"].tolist() == ["a", "b", "c", "d", "e", "f"]  # by rank, ties by trial_id, -1 last
+    assert table["pareto"].tolist() == [True, True, False, False, False, False]
+    assert table.index.tolist() == list(range(6))
+    empty = rank_trials(pd.DataFrame(columns=["trial_id", "status", *OBJECTIVES]), OBJECTIVES)
+    assert empty.empty and {"pareto_rank", "pareto"} <= set(empty.columns)

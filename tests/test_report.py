@@ -69,6 +69,9 @@ def test_adv_plus_is_only_compared_with_the_adv_of_the_same_eps(table):
 def test_render_markdown(table):
     text = render(table, title="demo", pgd_label="PGD-40")
     assert text.startswith("# demo") and "6 of 7 trials finished" in text and "test split" in text
+    assert "figures on the held-out test split" in text  # says which split (the sweep chose on validation)
+    validation_only = table.drop(columns=[c for c in table if c.startswith("test_")])
+    assert "figures on the validation split" in render(validation_only, title="v")
     assert "| 1 | Adv | ε=0.1, δ=0, set=augmix_ops | 2 | 90.0 ± 0.0 | 10.0 ± 0.0 | 2.0 ± 0.0 | 55.0 ± 7.1 | " \
            "45.0 ± 7.1 | 15.0 ± 7.1 |" in text
     assert "| 2 | 1 | -20.0% | -40.0% | +0.0% | +0.0% |" in text
@@ -98,7 +101,7 @@ def test_report_cli_on_a_tiny_real_sweep(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr[-3000:]
     text = report.stdout
-    assert "8 of 8 trials finished" in text and "test split" in text
+    assert "8 of 8 trials finished" in text and "figures on the held-out test split" in text
     for role in ("Standard", "Adv", "Adv+"):
         assert f"| {role} |" in text
     assert "## Adv+ against Adv" in text and "%" in text.split("## Adv+ against Adv")[1]

@@ -149,7 +149,7 @@ def test_format_front_shows_the_front_rows_only():
     table = results_table(_known_rows(), OBJ)
     text = format_front(table, OBJ, ["la.m", "la.delta"])  # la.delta is not a column: skipped
     lines = text.splitlines()
-    assert lines[0] == ("Pareto front (2 of 7 trials; clean_acc (higher is better), "
+    assert lines[0] == ("Pareto front (2 of 7 trials, chosen on the validation split; clean_acc (higher is better), "
                         "robust_class_error_sd (lower is better)):")
     assert lines[1].split() == ["trial_id", "clean_acc", "robust_class_error_sd", "la.m"]
     assert set(lines[2]) == {"-", " "}
@@ -160,6 +160,32 @@ def test_format_front_shows_the_front_rows_only():
     assert len(format_front(table, OBJ, [], limit=1).splitlines()) == 4
     nothing = results_table([_row("x", 0.5, 0.1, status="ERROR")], OBJ)
     assert format_front(nothing, OBJ, ["la.m"]) == "no finished trial yet: no Pareto front"
+
+
+def test_format_front_shows_validation_and_held_out_test_values_side_by_side():
+    """The front is chosen on the validation objectives; each one's test_ value is printed beside it."""
+    rows = [_row("a", 0.90, 0.20, test_clean_acc=0.85, test_robust_class_error_sd=0.25),  # front
+            _row("b", 0.80, 0.10, test_clean_acc=0.95, test_robust_class_error_sd=0.05),  # front
+            # better on test than both, but dominated on validation: never on the front
+            _row("c", 0.70, 0.30, test_clean_acc=0.99, test_robust_class_error_sd=0.01),
+            _row("e", 0.99, 0.00, status="ERROR")]  # failed: no test values
+    table = results_table(rows, OBJ)
+    assert dict(zip(table["trial_id"], table["pareto_rank"])) == {"a": 0, "b": 0, "c": 1, "e": -1}
+    assert math.isnan(table.set_index("trial_id").loc["e", "test_clean_acc"])
+    lines = format_front(table, OBJ, ["la.m"]).splitlines()
+    assert lines[0].startswith("Pareto front (2 of 4 trials, chosen on the validation split;")
+    assert lines[1] == "test_*: the same metric on the held-out test split (never used to choose the front)"
+    assert lines[2].split() == ["trial_id", "clean_acc", "test_clean_acc", "robust_class_error_sd",
+                                "test_robust_class_error_sd"]
+    assert lines[4].split() == ["a", "0.9", "0.85", "0.2", "0.25"]
+    assert lines[5].split() == ["b", "0.8", "0.95", "0.1", "0.05"]
+    assert len(lines) == 6  # c is better on test but was not chosen
+
+
+def test_results_table_has_a_test_column_per_objective_even_when_no_trial_reported_one():
+    table = results_table([_row("x", 0.5, 0.1, status="ERROR")], OBJ)
+    assert {"test_clean_acc", "test_robust_class_error_sd"} <= set(table.columns)
+    assert table["test_clean_acc"].isna().all()
 
 
 def test_latest_experiment_is_the_newest_folder_of_the_sweep(tmp_path):

@@ -81,7 +81,12 @@ def test_grid_sweep_writes_one_row_per_trial_with_pareto_ranks(tmp_path, sweep_c
     front = table[table["pareto"]]
     assert len(front) >= 1
     stdout_rows = result.stdout.split("Pareto front (", 1)[1].splitlines()
-    assert stdout_rows[0].startswith(f"{len(front)} of 4 trials")
+    assert stdout_rows[0].startswith(f"{len(front)} of 4 trials, chosen on the validation split")
+    # validation objectives (the front is chosen on them) beside their held-out test values
+    assert stdout_rows[2].split()[:7] == ["trial_id", "clean_acc", "test_clean_acc", "robust_acc", "test_robust_acc",
+                                          "robust_class_error_sd", "test_robust_class_error_sd"]
+    for metric in OBJECTIVES:
+        assert table[f"test_{metric}"].between(0, 1).all(), metric
     for trial_id in table["trial_id"]:
         assert any(line.startswith(trial_id) for line in stdout_rows) == (trial_id in set(front["trial_id"]))
     assert not (experiment / "optuna.db").exists()  # grid search: no study
@@ -131,6 +136,10 @@ def test_a_diverging_trial_is_an_error_row_and_the_sweep_still_succeeds(tmp_path
     assert bad["error"].startswith("FloatingPointError: training loss is "), bad["error"]
     assert "\n" not in bad["error"] and "\x1b" not in bad["error"] and "lower optim.lr" in bad["error"]
     assert bad["epochs_done"] < 2
+    # held-out figures: each objective's test_ value for the finished trial (its last epoch), NaN for the failed one
+    for metric in OBJECTIVES:
+        assert 0 <= good[f"test_{metric}"] <= 1 and pd.isna(bad[f"test_{metric}"]), metric
+    assert "test_*: the same metric on the held-out test split" in result.stdout
 
 
 @pytest.mark.slow
@@ -153,6 +162,44 @@ def test_a_diverging_optuna_trial_is_failed_in_the_study_not_left_running(tmp_pa
     assert table.set_index("optim.lr").loc[HUGE_LR, "error"].startswith("FloatingPointError")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete[0].values) == 3 and not any(math.isnan(v) for v in complete[0].values)
+
+
+@pytest.mark.slow
+def test_a_nan_objective_without_an_exception_is_failed_in_the_study(tmp_path):
+    """A trial that ends normally with a NaN objective (nothing raised) is FAIL in Optuna's storage, not COMPLETE
+    with NaN (which Optuna rejects) nor left RUNNING; the other trial is COMPLETE. Real Tune and Optuna storage
+    through latune's search (sweep.run); the trainable only reports (training is not what this is about)."""
+    import ray
+    from ray import tune
+
+    from latune.sweep.run import _optuna_search, _tune_space
+
+    spec = parse_sweep({"space": {"la.delta": {"choice": [0.0, 0.2]}}, "objectives": OBJECTIVES,
+                        "search": {"algorithm": "optuna", "seed": 0, "num_samples": 2}})
+
+    def reports_nan_for_delta(config):
+        robust = math.nan if config["la.delta"] > 0 else 0.25  # as a metric not measured would be
+        tune.report({"epoch": 1, "clean_acc": 0.5, "robust_acc": robust, "robust_class_error_sd": 0.1})
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=80 * 1024**2)
+    try:
+        grid = tune.Tuner(reports_nan_for_delta, param_space=_tune_space(spec),
+                          tune_config=tune.TuneConfig(search_alg=_optuna_search(spec, storage, "nan", 2),
+                                                      num_samples=spec.num_samples),
+                          run_config=tune.RunConfig(storage_path=str(tmp_path), name="nan", verbose=0)).fit()
+    finally:
+        ray.shutdown()
+    assert not grid.errors and len(grid) == 2
+    study = optuna.load_study(study_name="nan", storage=storage)
+    state = {t.params["la.delta"]: t.state for t in study.trials}
+    assert len(state) == 2, f"the sampler's draws changed ({state}); pick a seed that draws both values"
+    assert state == {0.0: optuna.trial.TrialState.COMPLETE, 0.2: optuna.trial.TrialState.FAIL}
+    complete = next(t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+    assert complete.values == [0.5, 0.25, 0.1]
 
 
 @pytest.mark.slow

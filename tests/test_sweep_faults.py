@@ -38,17 +38,20 @@ def _in_tmp_path(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
-def _write_sweep(folder: Path, space: dict, epochs: int, resources: dict | None = None) -> Path:
+def _write_sweep(folder: Path, space: dict, epochs: int, resources: dict | None = None, *, base: dict | None = None,
+                 search: dict | None = None) -> Path:
     path = folder / "faults.yaml"
     path.write_text(yaml.safe_dump({
         "name": "faults", "description": "fault-tolerance test sweep",
-        "base": {**TINY_BASE, "optim.epochs": epochs}, "space": space, "search": {"algorithm": "grid"},
-        "resources": resources or {"cpu": 1, "gpu": 0}}))
+        "base": {**TINY_BASE, "optim.epochs": epochs, **(base or {})}, "space": space,
+        "search": {"algorithm": "grid", **(search or {})}, "resources": resources or {"cpu": 1, "gpu": 0}}))
     return path
 
 
-def _start(sweep: Path, *args: str, cwd: Path, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "latune.sweep", str(sweep), "--verbose", "0", "--no-mlflow", *args]
+def _start(sweep: Path, *args: str, cwd: Path, log: Path, tracking_uri: str | None = None) -> subprocess.Popen:
+    """The sweep CLI in its own session; MLflow off unless ``tracking_uri``."""
+    tracking = ["--tracking-uri", tracking_uri] if tracking_uri else ["--no-mlflow"]
+    command = [sys.executable, "-m", "latune.sweep", str(sweep), "--verbose", "0", *tracking, *args]
     return subprocess.Popen(command, cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -62,8 +65,8 @@ def _finish(proc: subprocess.Popen, timeout: float) -> int:
         pytest.fail(f"sweep (pid {proc.pid}) did not exit within {timeout}s")
 
 
-def _run(sweep: Path, *args: str, cwd: Path, log: Path, timeout: float = 240) -> int:
-    return _finish(_start(sweep, *args, cwd=cwd, log=log), timeout)
+def _run(sweep: Path, *args: str, cwd: Path, log: Path, timeout: float = 240, tracking_uri: str | None = None) -> int:
+    return _finish(_start(sweep, *args, cwd=cwd, log=log, tracking_uri=tracking_uri), timeout)
 
 
 def _wait_until(condition, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
@@ -151,6 +154,73 @@ def test_interrupt_and_resume(tmp_path):
             assert earlier[start - 2]["checkpoint_dir_name"], earlier[start - 2]
             continued_from.append(start - 1)
     assert continued_from, f"no trial continued from a checkpoint (reports before the interrupt: {before})"
+
+
+# what a trial's reports must repeat exactly when it is resumed (timings and Ray's bookkeeping differ)
+DETERMINISTIC = ("train_loss", "train_acc", "lr", "eval_epoch", *OBJECTIVES)
+
+
+@pytest.mark.slow
+def test_resume_leaves_finished_trials_alone_and_carries_validation_over(tmp_path):
+    """Two identical trials (num_samples 2), one at a time, with validation only at epochs 1 and 6 (eval.every 6):
+    epochs 2-5 report epoch 1's validation metrics. Ctrl+C once the first trial finished and the second reported
+    epoch 1; then --resume. The finished trial is not run again: its result.json is byte-identical and its MLflow
+    run has each epoch once. The resumed trial reports exactly what its uninterrupted twin reported, carried-over
+    validation metrics included (a resumed run must not evaluate early)."""
+    from mlflow import MlflowClient
+
+    epochs = 6
+    sweep = _write_sweep(tmp_path, {}, epochs=epochs, base={"eval.every": epochs},
+                         search={"num_samples": 2, "max_concurrent": 1})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first_log, resume_log = tmp_path / "first.log", tmp_path / "resume.log"
+    proc = _start(sweep, cwd=tmp_path, log=first_log, tracking_uri=uri)
+
+    def trials() -> dict[int, list[Path]]:  # trial folders by the number of epochs they reported
+        found: dict[int, list[Path]] = {}
+        for folder in (tmp_path / "runs").glob("*/train_trial_*"):
+            found.setdefault(len(_reports(folder)), []).append(folder)
+        return found
+
+    # one trial at a time: the second reports only after the first finished
+    _wait_until(lambda: epochs in trials() and any(0 < n < epochs for n in trials()), proc, first_log)
+    time.sleep(0.2)  # let Tune take the second trial's checkpoint of that report too
+    proc.send_signal(signal.SIGINT)
+    assert _finish(proc, timeout=180) == 130, _log(first_log)
+    [finished] = trials()[epochs]
+    [stopped] = [folder for n, folders in trials().items() if n < epochs for folder in folders]
+    finished_bytes = (finished / "result.json").read_bytes()
+    before = _reports(stopped)
+
+    assert _run(sweep, "--resume", cwd=tmp_path, log=resume_log, tracking_uri=uri) == 0, _log(first_log, resume_log)
+    experiment = _only_experiment(tmp_path)
+    table = pd.read_parquet(experiment / "results.parquet")
+    assert len(table) == 2 and set(table["status"]) == {"TERMINATED"}, table[["trial_id", "status", "error"]]
+    assert (finished / "result.json").read_bytes() == finished_bytes  # the finished trial was left alone
+
+    twin = _reports(finished)
+    reports = _reports(stopped)
+    later = reports[len(before):]
+    assert reports[:len(before)] == before and later, reports
+    resumed_at = later[0]["epoch"]
+    assert 2 <= resumed_at < epochs, f"resumed at epoch {resumed_at}: no carried-over epoch was resumed; retime"
+    final = {r["epoch"]: r for r in reports}  # a redone epoch: its latest report counts
+    assert sorted(final) == list(range(1, epochs + 1))
+    for straight in twin:
+        again = final[straight["epoch"]]
+        assert {k: again[k] for k in DETERMINISTIC} == {k: straight[k] for k in DETERMINISTIC}, straight["epoch"]
+    assert [r["eval_epoch"] for r in twin] == [1] * (epochs - 1) + [epochs]  # validation at epochs 1 and 6 only
+    tests = [k for k in twin[-1] if k.startswith("test_") and isinstance(twin[-1][k], float)]
+    assert tests and {k: final[epochs][k] for k in tests} == {k: twin[-1][k] for k in tests}
+
+    client = MlflowClient(uri)
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("faults").experiment_id])
+            if "latune.trial_id" in r.data.tags]
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        for metric in ("epoch", "robust_acc", "train_loss"):
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+            assert sorted(steps) == list(range(1, epochs + 1)), (run.data.tags["latune.trial_id"], metric, steps)
 
 
 def _prune_to_tuner_pkl(experiment: Path) -> None:

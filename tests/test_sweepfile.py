@@ -178,6 +178,12 @@ BAD = {
     "corruption_objective_with_a_trial_without": (
         "space: {eval.corruptions: [all, none]}\nobjectives: {corruption_class_error_sd: min}\n",
         "objectives: corruption_class_error_sd needs corruption evaluation"),
+    "robust_objective_without_an_evaluation_attack": (
+        "base: {eval.eps: 0}\nspace: {la.delta: [0.0, 0.1]}\n",
+        "objectives: robust_acc needs an attack at evaluation in every trial, but eval.eps can be 0"),
+    "robust_objective_with_a_trial_without": (
+        "space: {eval.steps: [0, 10]}\nobjectives: {robust_class_error_sd: min}\n",
+        "objectives: robust_class_error_sd needs an attack at evaluation in every trial, but eval.steps can be 0"),
     "unknown_objective_mode": ("space: {la.delta: [0.0, 0.1]}\nobjectives: {clean_acc: maximize}\n",
                                "objectives.clean_acc: unknown value 'maximize'; allowed: max, min"),
     "negative_gpu": ("space: {la.delta: [0.0, 0.1]}\nresources: {gpu: -1}\n", "resources.gpu: must be auto"),

@@ -224,6 +224,17 @@ def test_pareto_ranks_tags_and_hypervolume_match_results_parquet(resumed, capsys
     printed = capsys.readouterr().out
     front = set(table.loc[table["pareto_rank"] == 0, "trial_id"])
     assert set(pd.read_parquet(out)["trial_id"]) == front and all(t in printed for t in front)
+    # the front is chosen on validation; MLflow's front table and latune.pareto carry the held-out test values
+    assert "chosen on the validation split" in printed and "test_robust_acc" in printed
+    held_out = [f"test_{m}" for m in OBJECTIVES]
+    expected = table.set_index("trial_id").loc[sorted(front), held_out]
+    from_cli = pd.read_parquet(out).set_index("trial_id").loc[sorted(front), held_out]
+    csv = pd.read_csv(client.download_artifacts(parent.info.run_id, "pareto_front.csv", str(tmp_path)))
+    assert list(csv.columns[2:8]) == [c for m in OBJECTIVES for c in (m, f"test_{m}")]
+    from_csv = csv.set_index("trial_id").loc[sorted(front), held_out]
+    assert expected.notna().all().all()
+    assert from_cli.to_numpy() == pytest.approx(expected.to_numpy()) and from_csv.to_numpy() == pytest.approx(
+        expected.to_numpy())
 
 
 def test_server_down_mid_sweep_then_sync_backfills_without_duplicates(server, tmp_path):

@@ -10,6 +10,8 @@ TINY = {"data.limit_train": 256, "optim.epochs": 2, "eval.max_images": 64, "eval
         "device": "cpu"}
 DETERMINISTIC_KEYS = ("train_loss", "train_acc", "clean_acc", "robust_acc", "robust_class_error", "lr")
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one thread is the fast setting
+
 
 def _run(**overrides):
     return [e.metrics for e in train(from_flat({**TINY, **overrides}))]
@@ -101,3 +103,85 @@ def test_corruption_baseline_from_a_metrics_json(tmp_path):
 
     with pytest.raises(ConfigError, match="eval.corruption_baseline"):
         setup(from_flat({**TINY, **keys, "eval.corruption_baseline": str(tmp_path / "missing.json")}))
+
+
+# ------------------------------------------------------------------------------------------- LA wiring
+
+MARKERS = ("_mark0", "_mark1", "_mark2")  # label groups with la.m=2: (0, 0, 1)
+
+
+@pytest.fixture
+def marker_set(monkeypatch):
+    """A transformation set of three ops that paint the whole image (k+1)/10, so the op is read off the image."""
+    from latune.core import transforms
+    from latune.registry import TRANSFORM_SETS
+
+    for k, name in enumerate(MARKERS):
+        monkeypatch.setitem(transforms.OPS, name, lambda xs, idx, ctx, k=k: torch.full_like(xs, (k + 1) / 10))
+    monkeypatch.setitem(TRANSFORM_SETS, "_markers", MARKERS)
+
+
+def _capture_training_batches(monkeypatch, run):
+    """Per training step: (labels y, the model's input, the target handed to the training loss)."""
+    from latune.core import labels
+    from latune.core import train as core_train
+
+    ys, inputs, targets = [], [], []
+    real_batches, real_loss = core_train.iterate_batches, labels.soft_cross_entropy
+
+    def batches(*args, **kwargs):
+        for x, y in real_batches(*args, **kwargs):
+            ys.append(y)
+            yield x, y
+
+    def loss(logits, target, reduction="mean"):
+        if reduction == "mean":  # the training loss (the attack's sums; it is off here anyway)
+            targets.append(target.clone())
+        return real_loss(logits, target, reduction)
+
+    monkeypatch.setattr(core_train, "iterate_batches", batches)
+    monkeypatch.setattr(labels, "soft_cross_entropy", loss)
+    run.model.register_forward_pre_hook(lambda m, args: inputs.append(args[0].detach()) if m.training else None)
+    return ys, inputs, targets
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_the_la_targets_reach_the_training_loss(marker_set, monkeypatch, p):
+    delta, K, M = 0.3, 10, 2
+    config = from_flat({**TINY, "data.limit_train": 96, "optim.epochs": 1, "attack.eps": 0, "eval.steps": 0,
+                        "eval.max_images": 16, "la.transform_set": "_markers", "la.m": M, "la.delta": delta, "la.p": p})
+    run = setup(config)
+    ys, inputs, targets = _capture_training_batches(monkeypatch, run)
+    list(train(config, run=run))
+    assert len(ys) == len(inputs) == len(targets) == 96 // 64
+    for y, x, target in zip(ys, inputs, targets):
+        expected = torch.zeros(len(y), K + M)
+        if p == 0:  # nothing transformed: the plain one-hot class, zeros in the M transformation columns
+            expected[torch.arange(len(y)), y] = 1.0
+        else:  # every image painted by a marker: 1-δ at its class, δ at its marker's group
+            op = torch.round(x[:, 0, 0, 0] * 10).long() - 1
+            assert ((0 <= op) & (op < 3)).all() and (x == x[:, :1, :1, :1]).all()
+            expected[torch.arange(len(y)), y] = 1.0 - delta
+            expected[torch.arange(len(y)), K + torch.tensor([0, 0, 1])[op]] = delta
+        assert torch.equal(target, expected)
+
+
+def test_the_transformation_head_learns_the_transformations():
+    # standard training with LA on every image: after 3 epochs the head names the op's group well above chance
+    config = from_flat({"device": "cpu", "attack.eps": 0, "la.delta": 0.3, "la.p": 1, "la.severity": 10,
+                        "optim.epochs": 3, "eval.steps": 0, "eval.every": 100})
+    last = [e.metrics for e in train(config)][-1]
+    chance = 1 / setup(config).num_extra
+    assert last["transform_acc"] > 2 * chance and last["test_transform_acc"] > 2 * chance, last["transform_acc"]
+
+
+def test_a_run_without_an_evaluation_attack_reports_no_robust_metrics():
+    metrics = _run(**{"optim.epochs": 1, "eval.eps": 0})[-1]
+    assert "clean_acc" in metrics and "test_clean_acc" in metrics
+    assert not [key for key in metrics if "robust" in key]
+
+
+def test_standard_training_is_still_attacked_at_the_preset_radius():
+    first = next(iter(train(from_flat({**TINY, "attack.eps": 0, "optim.epochs": 1}))))
+    assert first.state_dict()["config"]["eval.eps"] == 0.1 and first.state_dict()["config"]["attack.alpha"] == 0
+    assert first.metrics["robust_acc"] < first.metrics["clean_acc"]  # not a copy of the clean figure

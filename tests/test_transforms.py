@@ -11,13 +11,11 @@ import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as tvf
 from torchvision.transforms.v2 import InterpolationMode
 
+from latune.core._transform_ops import _affine_rows, _rotation_matrix, _warp
 from latune.core.transforms import (
     OPS,
     SETS,
     TransformContext,
-    _affine_rows,
-    _rotation_matrix,
-    _warp,
     apply_label_augmentation,
     label_groups,
     set_ops,
@@ -357,3 +355,25 @@ def test_apply_rejects_bad_arguments():
         apply_label_augmentation(x, ("rotate",), 2, 0.5, _ctx(0))
     with pytest.raises(ValueError):
         apply_label_augmentation(x[0], ("rotate",), 1, 0.5, _ctx(0))
+
+
+def test_an_image_the_op_left_unchanged_gets_no_transformation_label(monkeypatch):
+    # saturation of gray images, fgsm / uniform_noise of size 0: the image is untouched, so z = -1 (plain target)
+    gray = _digits()[:16]
+    _, z = apply_label_augmentation(gray, ("saturation",), 1, 1.0, _ctx(0))
+    assert (z == -1).all()
+    zero = TransformContext(generator=torch.Generator().manual_seed(0), eps=0.0, input_gradient=_gradient_fn(gray))
+    out, z = apply_label_augmentation(gray, ("fgsm", "uniform_noise"), 2, 1.0, zero)
+    assert torch.equal(out, gray) and (z == -1).all()
+    # autocontrast changes an image that does not span [0, 1] and leaves one that does
+    full = gray.clone()
+    full[:8, :, 0, 0], full[:8, :, 0, 1] = 0.0, 1.0
+    full[8:] = 0.2 + 0.5 * full[8:]
+    _, z = apply_label_augmentation(full, ("autocontrast",), 1, 1.0, _ctx(0))
+    assert z.tolist() == [-1] * 8 + [0] * 8
+    # an op that changes only every other image: exactly those are labelled with its group
+    monkeypatch.setitem(OPS, "_odd", lambda xs, idx, ctx: torch.where((idx % 2 == 1).view(-1, 1, 1, 1), 1 - xs, xs))
+    rgb = _smooth_rgb()
+    _, z = apply_label_augmentation(rgb, ("rotate", "_odd"), 2, 1.0, _ctx(3))
+    drew_odd = z != 0
+    assert drew_odd.any() and (z[drew_odd] == torch.where(torch.arange(32)[drew_odd] % 2 == 1, 1, -1)).all()

@@ -10,7 +10,7 @@ A row with NaN in any objective is a failed or unfinished trial: it is never dom
 dominates, gets rank -1 and adds no hypervolume.
 
 ``python -m latune.pareto SWEEP [--tracking-uri URI] [--experiment NAME] [--parquet OUT]`` prints the
-front of a sweep logged to MLflow (``main``; it imports MLflow itself, the functions above need none).
+front of a sweep logged to MLflow (latune.cli.pareto, with latune.tracking.query; this module needs no MLflow).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from numpy.typing import ArrayLike
 
 __all__ = [
     "Direction", "to_minimization", "dominates", "non_dominated_ranks", "pareto_front_mask",
-    "hypervolume", "default_reference", "front_table",
+    "hypervolume", "default_reference", "front_table", "rank_trials",
 ]
 
 Direction = Literal["max", "min"]
@@ -223,3 +223,17 @@ def front_table(
     rank_key = np.where(ranks < 0, np.iinfo(np.int64).max, ranks)  # unranked rows go last
     order = np.lexsort((np.nan_to_num(first, nan=np.inf), rank_key))  # lexsort is stable
     return table.iloc[order]
+
+
+def rank_trials(table: pd.DataFrame, objectives: Mapping[str, Direction]) -> pd.DataFrame:
+    """A sweep's trials (one row each, with ``trial_id``, ``status`` and the objective columns) with
+    ``pareto_rank`` over the finished ones (status TERMINATED; 0 = front) and -1 for every other row, and
+    ``pareto`` (rank 0). Rows come front first, unranked last, ties by trial_id; the index is reset. This
+    is how results.parquet, MLflow and ``python -m latune.pareto`` rank a sweep, so they agree."""
+    table = table.copy()
+    ranked = front_table(table[table["status"] == "TERMINATED"], objectives)
+    table["pareto_rank"] = -1
+    table.loc[ranked.index, "pareto_rank"] = ranked["pareto_rank"]
+    table["pareto"] = table["pareto_rank"] == 0
+    order = table["pareto_rank"].where(table["pareto_rank"] >= 0, 10**9)
+    return table.assign(_order=order).sort_values(["_order", "trial_id"]).drop(columns="_order").reset_index(drop=True)

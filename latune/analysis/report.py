@@ -5,7 +5,8 @@ For each setting of the sweep (its trials grouped by config, seeds pooled) and i
 clean, PGD and (when the trials evaluated corruptions) corruption class-wise error mean and SD, mean ± SD
 over seeds, then the relative changes of each Adv+ setting against the Adv setting that differs from it only
 in LA (the paper's headline figures are the relative drops of mean PGD-40 class-wise error and of
-class-wise SD). Figures come from the test split (``test_*`` columns of results.parquet), else validation.
+class-wise SD). Figures come from the held-out test split (``test_*`` columns of results.parquet), else from
+validation (the split the sweep chose on); the report says which.
 Writes ``report.md`` beside results.parquet and, unless --no-mlflow, logs it to the sweep's MLflow parent run.
 """
 
@@ -144,10 +145,11 @@ def _describe(row: pd.Series, varying: Sequence[str]) -> str:
 def render(table: pd.DataFrame, *, title: str, pgd_label: str = "PGD-40") -> str:
     """The Markdown report of a results table (latune.results layout)."""
     settings, prefix = setting_table(table)
-    split = "test" if prefix == "test_" else "validation"
+    split = ("held-out test split (test_* columns; the sweep's objectives and Pareto front use the validation "
+             "split)" if prefix == "test_" else "validation split (no trial has test-split figures)")
     lines = [f"# {title}", "",
              f"{int((table['status'] == 'TERMINATED').sum())} of {len(table)} trials finished; figures on the "
-             f"{split} split, in %, mean ± SD over seeds (n = seeds). Class-wise error: mean and SD of the K "
+             f"{split}, in %, mean ± SD over seeds (n = seeds). Class-wise error: mean and SD of the K "
              "per-class error rates. corr.: under common corruptions (pooled over corruptions and severities); "
              "mCE: mean corruption error.", ""]
     if settings.empty:

@@ -2,6 +2,11 @@
 
 Written as ``results.parquet`` beside Tune's results (local folder or any pyarrow filesystem URI,
 e.g. s3://), readable with ``pandas.read_parquet``.
+
+The objective columns (``robust_acc``, ...) are validation-split metrics: the Pareto front is chosen on
+them. ``test_<metric>`` columns hold the same metrics on the held-out test split, measured once at a
+trial's last epoch (NaN for trials that did not finish, and for metrics of training such as train_loss):
+they say how the chosen trials do on data the choice never saw.
 """
 
 from __future__ import annotations
@@ -14,28 +19,36 @@ from typing import Any
 
 import pandas as pd
 
-from latune.analysis.pareto import front_table
+from latune.analysis.pareto import rank_trials
 
-__all__ = ["trial_row", "results_table", "write_parquet", "read_parquet", "latest_experiment", "format_front"]
+__all__ = ["RAY_KEYS", "PLACEMENT_KEYS", "trial_row", "results_table", "parquet_ready", "write_parquet",
+           "read_parquet", "latest_experiment", "objective_columns", "format_front", "TEST_PREFIX"]
 
-# what Ray adds to every report that is bookkeeping, not a result
-_RAY_KEYS = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date", "time_this_iter_s",
-             "time_total_s", "pid", "config", "time_since_restore", "iterations_since_restore", "should_checkpoint"}
+# Ray Tune's bookkeeping in every result: not metrics (neither results.parquet nor MLflow keeps them as such)
+RAY_KEYS = frozenset({
+    "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration", "trial_id",
+    "experiment_id", "experiment_tag", "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip",
+    "node_id", "config", "time_since_restore", "timesteps_since_restore", "iterations_since_restore",
+    "timesteps_total", "episodes_total", "timesteps_this_iter", "episodes_this_iter", "warmup_time"})
+# ...of which these say where a trial ran: results.parquet keeps them as columns, MLflow as a tag
+PLACEMENT_KEYS = frozenset({"hostname", "node_ip", "node_id"})
+TEST_PREFIX = "test_"  # a metric on the held-out test split (latune.core.train reports them at the last epoch)
 
 
 def trial_row(trial_id: str, config: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
               objectives: Mapping[str, str], error: str | None, epochs: int) -> dict[str, Any]:
-    """One trial: its flat config, last reported metrics, best value of each objective over epochs."""
+    """One trial: its flat config, last reported metrics (with the test_* ones of a finished trial), best
+    value of each objective over epochs."""
     final = dict(history[-1]) if history else {}
     done = int(final.get("epoch", 0) or 0)
     status = "ERROR" if error else ("TERMINATED" if done >= epochs else "UNFINISHED")
     row: dict[str, Any] = {"trial_id": trial_id, "status": status, "error": error, "epochs_done": done}
     row.update({key: value for key, value in config.items()})
     for key, value in final.items():
-        if key == "epoch" or key in row or key in _RAY_KEYS or key.startswith("config/"):
+        if key == "epoch" or key in row or key in RAY_KEYS - PLACEMENT_KEYS or key.startswith("config/"):
             continue
         if isinstance(value, (int, float, list, str)) and not isinstance(value, bool):
-            row[key] = value  # metrics, and Ray's node_ip / hostname (where the trial ran)
+            row[key] = value  # metrics (test_* at the last epoch), and where the trial ran
     for metric, mode in objectives.items():
         values = [h[metric] for h in history if isinstance(h.get(metric), (int, float)) and not math.isnan(h[metric])]
         row[f"best_{metric}"] = (max(values) if mode == "max" else min(values)) if values else math.nan
@@ -44,46 +57,50 @@ def trial_row(trial_id: str, config: Mapping[str, Any], history: Sequence[Mappin
 
 
 def results_table(rows: Iterable[Mapping[str, Any]], objectives: Mapping[str, str]) -> pd.DataFrame:
-    """Rows with `pareto_rank` (0 = front; -1 = unfinished or failed) and `pareto`, best first."""
+    """Rows with `pareto_rank` (0 = front; -1 = unfinished or failed) and `pareto`, best first. Every
+    objective has its column and its ``test_`` column (NaN where a trial has no value)."""
     frame = pd.DataFrame(list(rows))
     if frame.empty:
         return frame.assign(pareto_rank=pd.Series(dtype=int), pareto=pd.Series(dtype=bool))
-    finished = frame["status"] == "TERMINATED"
     for metric in objectives:
-        if metric not in frame:
-            frame[metric] = math.nan
-    ranked = front_table(frame[finished], dict(objectives))
-    frame["pareto_rank"] = -1
-    frame.loc[ranked.index, "pareto_rank"] = ranked["pareto_rank"]
-    frame["pareto"] = frame["pareto_rank"] == 0
-    order = frame["pareto_rank"].where(frame["pareto_rank"] >= 0, 10**9)
-    return frame.assign(_order=order).sort_values(["_order", "trial_id"]).drop(columns="_order").reset_index(drop=True)
+        for column in (metric, TEST_PREFIX + metric):
+            if column not in frame:
+                frame[column] = math.nan
+    return rank_trials(frame, dict(objectives))  # type: ignore[arg-type]
+
+
+def parquet_ready(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy that Parquet can store: a column mixing types (None/str/int config values across trials) becomes
+    strings (None stays None); numbers, lists and single-type columns are kept."""
+    frame = frame.copy()
+    for column in frame.columns:
+        kinds = {type(v) for v in frame[column] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+        if len(kinds) > 1 and not kinds <= {int, float}:
+            frame[column] = frame[column].map(lambda v: None if v is None else str(v))
+    return frame
 
 
 def write_parquet(table: pd.DataFrame, folder: str) -> str:
     """Write ``folder/results.parquet`` (local path or pyarrow filesystem URI); returns its location."""
     import pyarrow as pa
-    import pyarrow.fs
     import pyarrow.parquet as pq
 
-    filesystem, root = pyarrow.fs.FileSystem.from_uri(folder if "://" in folder else f"file://{folder}")
-    target = f"{root.rstrip('/')}/results.parquet"
-    frame = table.copy()
-    for column in frame.columns:  # mixed None/str/int config columns: store as strings, keep lists and numbers
-        kinds = {type(v) for v in frame[column] if v is not None and not (isinstance(v, float) and math.isnan(v))}
-        if len(kinds) > 1 and not kinds <= {int, float}:
-            frame[column] = frame[column].map(lambda v: None if v is None else str(v))
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), target, filesystem=filesystem)
+    from latune.storage import filesystem
+
+    fs, root = filesystem(folder)
+    pq.write_table(pa.Table.from_pandas(parquet_ready(table), preserve_index=False), f"{root}/results.parquet",
+                   filesystem=fs)
     return folder.rstrip("/") + "/results.parquet"
 
 
 def read_parquet(folder: str) -> pd.DataFrame:
     """``folder/results.parquet`` (local path or pyarrow filesystem URI) as written by ``write_parquet``."""
-    import pyarrow.fs
     import pyarrow.parquet as pq
 
-    filesystem, root = pyarrow.fs.FileSystem.from_uri(folder if "://" in folder else f"file://{os.path.abspath(folder)}")
-    return pq.read_table(f"{root.rstrip('/')}/results.parquet", filesystem=filesystem).to_pandas()
+    from latune.storage import filesystem
+
+    fs, root = filesystem(folder)
+    return pq.read_table(f"{root}/results.parquet", filesystem=fs).to_pandas()
 
 
 def latest_experiment(storage: str, prefix: str) -> str | None:
@@ -92,12 +109,19 @@ def latest_experiment(storage: str, prefix: str) -> str | None:
     return os.path.basename(matches[-1]) if matches else None
 
 
+def objective_columns(objectives: Iterable[str], table: pd.DataFrame) -> list[str]:
+    """Each objective's column followed by its held-out ``test_`` column where the table has one."""
+    return [c for m in objectives for c in (m, TEST_PREFIX + m) if c == m or c in table]
+
+
 def format_front(table: pd.DataFrame, objectives: Mapping[str, str], searched: Sequence[str], limit: int = 20) -> str:
-    """The Pareto front (rank 0) as a text table: rank, objectives, searched hyperparameters."""
+    """The Pareto front (rank 0) as a text table: trial, each objective on the validation split (the front is
+    chosen on these) beside its held-out test value (``test_<metric>``, when measured), searched hyperparameters."""
     front = table[table["pareto_rank"] == 0].head(limit)
     if front.empty:
         return "no finished trial yet: no Pareto front"
-    columns = ["trial_id", *objectives, *[k for k in searched if k in front]]
+    shown_metrics = [c for c in objective_columns(objectives, front) if c in objectives or front[c].notna().any()]
+    columns = ["trial_id", *shown_metrics, *[k for k in searched if k in front]]
     shown = front[columns].copy()
     for column in shown:
         shown[column] = shown[column].map(lambda v: f"{v:.4g}" if isinstance(v, float) else str(v))
@@ -106,4 +130,7 @@ def format_front(table: pd.DataFrame, objectives: Mapping[str, str], searched: S
     lines = [header, "  ".join("-" * widths[c] for c in columns)]
     lines += ["  ".join(f"{row[c]:<{widths[c]}}" for c in columns) for _, row in shown.iterrows()]
     arrows = ", ".join(f"{m} ({'higher' if d == 'max' else 'lower'} is better)" for m, d in objectives.items())
-    return f"Pareto front ({len(front)} of {len(table)} trials; {arrows}):\n" + "\n".join(lines)
+    title = f"Pareto front ({len(front)} of {len(table)} trials, chosen on the validation split; {arrows}):"
+    if len(shown_metrics) > len(objectives):
+        title += "\ntest_*: the same metric on the held-out test split (never used to choose the front)"
+    return title + "\n" + "\n".join(lines)

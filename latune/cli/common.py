@@ -1,4 +1,5 @@
-"""Command-line plumbing shared by latune's entry points, and the single-run CLI.
+"""Command-line plumbing shared by latune's commands: the config flags and the overrides they make,
+--set parsing, the config keys for --help, and one-line errors.
 
 User errors (bad config values, missing data) print as one line on stderr and exit with status 2,
 without a traceback, before anything is written.
@@ -6,18 +7,69 @@ without a traceback, before anything is written.
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from latune.config import describe_keys
 from latune.errors import ConfigError, DataError, UserError
+from latune.files import write_json_atomic  # re-exported: the commands write their JSON with it
 
-__all__ = ["UserError", "parse_overrides", "keys_help", "guarded", "write_json_atomic"]
+__all__ = ["UserError", "add_config_arguments", "config_overrides", "parse_overrides", "keys_help", "guarded",
+           "write_json_atomic"]
+
+# the flags that set config keys, by argparse dest: (flag, add_argument options without help, default help)
+_CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "data": ("--data", {}, "data set (shortcut for --set data.name=...): digits, mnist, cifar10, cifar100, svhn, "
+                           "imagefolder"),
+    "data_dir": ("--data-dir", {}, "root of downloaded data sets (default $LATUNE_DATA or ~/.cache/latune/data)"),
+    "overrides": ("--set", {"action": "append", "default": [], "metavar": "KEY=VALUE"},
+                  "override a config key (repeatable), e.g. --set attack.eps=8/255"),
+    "corruptions": ("--corruptions", {"metavar": "SPEC"}, "evaluate common corruptions after the last epoch "
+                    "(eval.corruptions): all, a family (noise, blur, weather, digital) or names"),
+    "corruptions_dir": ("--corruptions-dir", {"metavar": "DIR"}, "released CIFAR-10-C/-100-C .npy folder, used "
+                        "for the test split instead of generated corruptions (eval.corruptions_dir)"),
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, only: Sequence[str] = tuple(_CONFIG_FLAGS),
+                         **helps: str) -> None:
+    """Add the flags that set config keys (--data, --data-dir, --set, --corruptions, --corruptions-dir), or only
+    those whose dest is in ``only``; ``helps`` rewords a flag's help for one command, keyed by its dest.
+    config_overrides turns the parsed flags into config keys."""
+    unknown = sorted((set(only) | set(helps)) - set(_CONFIG_FLAGS))
+    if unknown:
+        raise ValueError(f"add_config_arguments: unknown flag dest {unknown[0]!r}; allowed: {', '.join(_CONFIG_FLAGS)}")
+    for dest in only:
+        flag, options, text = _CONFIG_FLAGS[dest]
+        parser.add_argument(flag, dest=dest, help=helps.get(dest, text), **options)
+
+
+def config_overrides(args: argparse.Namespace, *, data: bool = True) -> dict[str, Any]:
+    """The flat config keys set by the flags of add_config_arguments: the --set pairs (strings, for config
+    coercion), data.name from --data (``data=False`` leaves --data to the caller: the sweep passes it to
+    load_sweep as the preset), eval.corruptions, and eval.corruptions_dir and data.data_dir as absolute paths
+    (Tune's workers run elsewhere). data.data_dir: --data-dir, else $LATUNE_DATA unless --set names it.
+    Raises UserError for a malformed --set."""
+    given = vars(args)
+    overrides: dict[str, Any] = parse_overrides(given.get("overrides") or [])
+    if data and given.get("data"):
+        overrides["data.name"] = given["data"]
+    if given.get("corruptions"):
+        overrides["eval.corruptions"] = given["corruptions"]
+    if given.get("corruptions_dir"):
+        overrides["eval.corruptions_dir"] = _absolute(given["corruptions_dir"])
+    if given.get("data_dir"):
+        overrides["data.data_dir"] = _absolute(given["data_dir"])
+    elif os.environ.get("LATUNE_DATA"):
+        overrides.setdefault("data.data_dir", _absolute(os.environ["LATUNE_DATA"]))
+    return overrides
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
@@ -50,11 +102,3 @@ def guarded(main: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to ``path`` via a temp file and rename, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=1, allow_nan=True)
-    os.replace(tmp, path)

@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from latune.analysis.results import format_front
     from latune.tracking.records import resolve_tracking_uri
 
-    # latune.cli.guarded would import torch (for its data errors): seconds this command does not need
+    # not latune.cli.common.guarded: MLflow's errors are the likely ones here, and their messages span lines
     try:
         client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
         parent = sweep_parent_run(client, args.sweep, args.experiment)

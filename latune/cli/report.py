@@ -39,7 +39,8 @@ def _read_results(folder: str) -> pd.DataFrame:
 def main(argv: Sequence[str] | None = None) -> int:
     from latune.cli.common import guarded
 
-    parser = argparse.ArgumentParser(prog="python -m latune.report", description="The paper-style report of a finished sweep.")
+    parser = argparse.ArgumentParser(prog="python -m latune.report",
+                                     description="The paper-style report of a finished sweep.")
     parser.add_argument("sweep", metavar="SWEEP", help="experiment folder (with results.parquet), or a sweep name "
                                                         "(its latest run under --storage)")
     parser.add_argument("--storage", default="runs", help="where sweeps write their folders (default ./runs)")

@@ -9,9 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from latune.cli.common import UserError, guarded, parse_overrides
+from latune.cli.common import UserError, add_config_arguments, config_overrides, guarded
 from latune.config import ConfigError
-from latune.sweep.run import DEFAULT_STORAGE, experiment_name, resolved_epochs, run_sweep
+from latune.sweep.run import DEFAULT_STORAGE, SweepOutcome, experiment_name, resolved_epochs, run_sweep
 from latune.sweep.spec import SweepSpec, grid_points, load_sweep, shipped_sweeps_dir
 
 __all__ = ["main"]
@@ -53,18 +53,16 @@ def _list_sweeps() -> str:
     return "\n".join(f"{name:<{width}}  {text}" for name, text in seen.items())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m latune.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep", nargs="?", help="sweep NAME (./sweeps/NAME.yaml, else shipped) or PATH to a YAML")
-    parser.add_argument("--data", help="data set and its preset: digits (default), mnist, cifar10, cifar100, svhn, "
-                                       "imagefolder")
-    parser.add_argument("--data-dir", help="root of downloaded data sets (default $LATUNE_DATA)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="fix a config key for every trial (pins it if the sweep searches it); repeatable")
-    parser.add_argument("--corruptions", metavar="SPEC", help="pin eval.corruptions for every trial: all, a family "
-                        "(noise, blur, weather, digital) or names")
-    parser.add_argument("--corruptions-dir", metavar="DIR", help="released CIFAR-10-C/-100-C .npy folder for the test "
-                        "split (eval.corruptions_dir; cifar10/cifar100)")
+    add_config_arguments(
+        parser, data="data set and its preset: digits (default), mnist, cifar10, cifar100, svhn, imagefolder",
+        data_dir="root of downloaded data sets (default $LATUNE_DATA)",
+        overrides="fix a config key for every trial (pins it if the sweep searches it); repeatable",
+        corruptions="pin eval.corruptions for every trial: all, a family (noise, blur, weather, digital) or names",
+        corruptions_dir="released CIFAR-10-C/-100-C .npy folder for the test split (eval.corruptions_dir; "
+                        "cifar10/cifar100)")
     parser.add_argument("--num-samples", type=int, help="Optuna: number of trials; grid: repeats of the grid")
     parser.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit)")
     parser.add_argument("--cpu", type=float, help="CPUs per trial (overrides the sweep file)")
@@ -86,7 +84,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     parser.add_argument("--mlflow-checkpoints", action="store_true", help="log each trial's final checkpoint "
                                                                          "to MLflow")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _resource_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The SweepSpec fields that --num-samples, --max-concurrent, --cpu and --gpu replace; raises UserError."""
+    changes: dict[str, Any] = {}
+    for flag in ("num_samples", "max_concurrent"):
+        value = getattr(args, flag)
+        if value is not None:
+            if value < 1:
+                raise UserError(f"--{flag.replace('_', '-')}: must be >= 1, got {value}")
+            changes[flag] = value
+    if args.cpu is not None:
+        if args.cpu <= 0:
+            raise UserError(f"--cpu: must be > 0, got {args.cpu}")
+        changes["cpu"] = args.cpu
+    if args.gpu is not None:
+        try:
+            changes["gpu"] = "auto" if args.gpu == "auto" else float(args.gpu)
+        except ValueError:
+            raise UserError(f"--gpu: must be auto or a number, got {args.gpu!r}") from None
+        if changes["gpu"] != "auto" and changes["gpu"] < 0:
+            raise UserError(f"--gpu: must be >= 0, got {args.gpu}")
+    return changes
+
+
+def _print_outcome(spec: SweepSpec, outcome: SweepOutcome, sweep: str) -> int:
+    """Print the front, the trial counts and failures, where the results are; 130 if interrupted, else 0."""
+    from latune.analysis.results import format_front
+
+    table = outcome.table
+    counts = table["status"].value_counts().to_dict() if len(table) else {}
+    print(format_front(table, spec.objectives, [d.key for d in spec.space]))
+    print("trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
+    for _, row in (table[table["status"] == "ERROR"] if len(table) else table).iterrows():
+        print(f"  {row['trial_id']} failed: {row['error']}")
+    print(f"results: {outcome.results_path}\nTune: {outcome.experiment_path}")
+    if outcome.interrupted:
+        print(f"interrupted: continue with python -m latune.sweep {sweep} --resume "
+              f"--name {Path(outcome.experiment_path).name}")
+        return 130
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     def run() -> int:
         if args.list:
@@ -94,33 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if not args.sweep:
             raise UserError("name a sweep (python -m latune.sweep --list shows them)")
-        overrides: dict[str, Any] = parse_overrides(args.overrides)
-        if args.corruptions:
-            overrides["eval.corruptions"] = args.corruptions
-        if args.corruptions_dir:
-            overrides["eval.corruptions_dir"] = os.path.abspath(os.path.expanduser(args.corruptions_dir))
-        if args.data_dir or os.environ.get("LATUNE_DATA"):
-            overrides["data.data_dir"] = os.path.abspath(args.data_dir or os.environ["LATUNE_DATA"])
-        spec = load_sweep(args.sweep, data=args.data or "digits", overrides=overrides)
-        changes: dict[str, Any] = {}
-        for flag, field_name, low in (("num_samples", "num_samples", 1), ("max_concurrent", "max_concurrent", 1)):
-            value = getattr(args, flag)
-            if value is not None:
-                if value < low:
-                    raise UserError(f"--{flag.replace('_', '-')}: must be >= {low}, got {value}")
-                changes[field_name] = value
-        if args.cpu is not None:
-            if args.cpu <= 0:
-                raise UserError(f"--cpu: must be > 0, got {args.cpu}")
-            changes["cpu"] = args.cpu
-        if args.gpu is not None:
-            try:
-                changes["gpu"] = "auto" if args.gpu == "auto" else float(args.gpu)
-            except ValueError:
-                raise UserError(f"--gpu: must be auto or a number, got {args.gpu!r}") from None
-            if changes["gpu"] != "auto" and changes["gpu"] < 0:
-                raise UserError(f"--gpu: must be >= 0, got {args.gpu}")
-        spec = replace(spec, **changes)
+        spec = load_sweep(args.sweep, data=args.data or "digits", overrides=config_overrides(args, data=False))
+        spec = replace(spec, **_resource_changes(args))
         if args.dry_run:
             print(_dry_run(spec, args.storage))
             return 0
@@ -128,19 +146,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                             optuna_storage=args.optuna_storage, verbose=args.verbose, mlflow=not args.no_mlflow,
                             tracking_uri=args.tracking_uri, mlflow_experiment=args.experiment,
                             mlflow_checkpoints=args.mlflow_checkpoints)
-        from latune.analysis.results import format_front
-
-        table = outcome.table
-        counts = table["status"].value_counts().to_dict() if len(table) else {}
-        print(format_front(table, spec.objectives, [d.key for d in spec.space]))
-        print("trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
-        for _, row in (table[table["status"] == "ERROR"] if len(table) else table).iterrows():
-            print(f"  {row['trial_id']} failed: {row['error']}")
-        print(f"results: {outcome.results_path}\nTune: {outcome.experiment_path}")
-        if outcome.interrupted:
-            print(f"interrupted: continue with python -m latune.sweep {args.sweep} --resume "
-                  f"--name {Path(outcome.experiment_path).name}")
-            return 130
-        return 0
+        return _print_outcome(spec, outcome, args.sweep)
 
     return guarded(run)

@@ -13,7 +13,8 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m latune.sync", description="Backfill MLflow from Tune's files of a sweep.")
+    parser = argparse.ArgumentParser(prog="python -m latune.sync",
+                                     description="Backfill MLflow from Tune's files of a sweep.")
     parser.add_argument("sweep_dir", metavar="SWEEP_DIR", help="Tune's experiment folder of the sweep "
                                                                "(runs/NAME-DATA-TIME), or its URI")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the one the sweep used)")

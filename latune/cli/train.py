@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from latune.cli.common import guarded, keys_help, parse_overrides, write_json_atomic
+from latune.cli.common import add_config_arguments, config_overrides, guarded, keys_help, write_json_atomic
 
 __all__ = ["main"]
 
@@ -22,15 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m latune.train", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train one model with PGD adversarial training and label augmentation.", epilog=keys_help())
-    parser.add_argument("--data", help="data set (shortcut for --set data.name=...): digits, mnist, cifar10, "
-                                       "cifar100, svhn, imagefolder")
-    parser.add_argument("--data-dir", help="root of downloaded data sets (default $LATUNE_DATA or ~/.cache/latune/data)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (repeatable), e.g. --set attack.eps=8/255")
-    parser.add_argument("--corruptions", metavar="SPEC", help="evaluate common corruptions after the last epoch "
-                        "(eval.corruptions): all, a family (noise, blur, weather, digital) or names")
-    parser.add_argument("--corruptions-dir", metavar="DIR", help="released CIFAR-10-C/-100-C .npy folder, used for "
-                        "the test split instead of generated corruptions (eval.corruptions_dir)")
+    add_config_arguments(parser)  # --data, --data-dir, --set, --corruptions, --corruptions-dir
     parser.add_argument("--out", help="output directory (default runs/train-YYYYmmdd-HHMMSS)")
     parser.add_argument("--quiet", action="store_true", help="print only the final metrics")
     args = parser.parse_args(argv)
@@ -38,18 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def main() -> int:
         from latune.config import from_flat, resolve, to_flat
 
-        overrides: dict[str, Any] = parse_overrides(args.overrides)
-        if args.data:
-            overrides["data.name"] = args.data
-        if args.corruptions:
-            overrides["eval.corruptions"] = args.corruptions
-        if args.corruptions_dir:
-            overrides["eval.corruptions_dir"] = os.path.abspath(os.path.expanduser(args.corruptions_dir))
-        if args.data_dir:
-            overrides["data.data_dir"] = args.data_dir
-        elif os.environ.get("LATUNE_DATA"):
-            overrides.setdefault("data.data_dir", os.environ["LATUNE_DATA"])
-        config = resolve(from_flat(overrides))  # every config error surfaces here, before any work
+        config = resolve(from_flat(config_overrides(args)))  # every config error surfaces here, before any work
 
         from latune.core.models import save_checkpoint
         from latune.provenance import provenance
@@ -61,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         record: dict[str, Any] = {**provenance(), "config": to_flat(run.config), "epochs": [], "final": None}
         print(f"latune.train: {config.data.name} ({len(run.data.train)} train / {len(run.data.val)} val / "
               f"{len(run.data.test)} test images), {config.model.arch}, K={run.data.num_classes} M={run.num_extra}, "
-              f"eps={config.attack.eps:.4f}, delta={config.la.delta}, device={run.device}", flush=True)
+              f"eps={config.attack.eps:.4f} (eval {config.eval.eps:.4f}), delta={config.la.delta}, "
+              f"device={run.device}", flush=True)
         for result in train(config, run=run):
             record["epochs"].append(result.metrics)
             write_json_atomic(out / "metrics.json", record)

@@ -120,9 +120,6 @@ def audit(model: nn.Module, split: Split, *, num_classes: int, eps: float,
     zero_grad, probabilities, outside = 0, True, set()
     seconds = dict.fromkeys(names, 0.0)
 
-    def class_loss(logits: Tensor, index: Tensor, y: Tensor) -> Tensor:
-        return nn.functional.cross_entropy(labels.class_logits(logits, num_classes), y[index], reduction="sum")
-
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), attacks.attack_mode(model):
         torch.manual_seed(seed)
         head = ClassHead(model, num_classes)
@@ -133,7 +130,7 @@ def audit(model: nn.Module, split: Split, *, num_classes: int, eps: float,
                 out = model(x)
             clean_ok.append(labels.predict(out, num_classes) == y)
             probabilities &= _looks_like_probabilities(out, num_classes)
-            grad = attacks.input_gradient(model, x, lambda logits, index, y=y: class_loss(logits, index, y))
+            grad = attacks.input_gradient(model, x, labels.class_loss(y, num_classes))
             zero_grad += int((grad.flatten(1).abs().sum(1) == 0).sum())
             for name, attack in built.items():
                 started = time.perf_counter()
@@ -201,6 +198,3 @@ def _looks_like_probabilities(out: Tensor, num_classes: int) -> bool:
 def _summary(prefix: str, correct: Tensor, targets: Tensor, num_classes: int) -> dict[str, Any]:
     return metrics.summarize(prefix, metrics.class_errors(correct, targets, num_classes), int(correct.sum()),
                              len(targets))
-
-
-# ----------------------------------------------------------------------------- targets

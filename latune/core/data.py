@@ -93,18 +93,9 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "latune" / "data"
 
 
-def load_data(
-    name: str,
-    *,
-    image_size: int,
-    data_dir: str | os.PathLike | None = None,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    limit_train: int = 0,
-    download: bool = True,
-) -> DataBundle:
+def load_data(name: str, *, image_size: int, data_dir: str | os.PathLike | None = None, val_fraction: float = 0.15,
+              test_fraction: float = 0.15, seed: int = 0, device: str | torch.device = "cpu", limit_train: int = 0,
+              download: bool = True) -> DataBundle:
     """Load data set ``name`` as uint8 ``[N, C, image_size, image_size]`` splits on ``device``.
 
     digits: stratified train/val/test split of all images (``test_fraction`` and ``val_fraction`` of
@@ -145,18 +136,11 @@ def load_data(
         out = _resize(imgs.index_select(0, idx).to(device), image_size)
         return Split(out, labs.index_select(0, idx).to(device))
 
-    return DataBundle(
-        name=name,
-        train=make(images, labels, train_idx),
-        val=make(images, labels, val_idx),
-        test=make(test_images, test_labels, test_idx),
-        num_classes=info.num_classes if info.num_classes is not None else len(class_names),
-        channels=info.channels,
-        image_size=image_size,
-        mean=info.mean,
-        std=info.std,
-        class_names=tuple(class_names),
-    )
+    return DataBundle(name=name, train=make(images, labels, train_idx), val=make(images, labels, val_idx),
+                      test=make(test_images, test_labels, test_idx),
+                      num_classes=info.num_classes if info.num_classes is not None else len(class_names),
+                      channels=info.channels, image_size=image_size, mean=info.mean, std=info.std,
+                      class_names=tuple(class_names))
 
 
 def iterate_batches(

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["la_targets", "soft_cross_entropy", "class_logits", "predict"]
+from latune.core.attacks import LossFn
+
+__all__ = ["la_targets", "soft_cross_entropy", "class_logits", "predict", "class_loss", "target_loss"]
 
 
 def la_targets(labels: Tensor, groups: Tensor, num_classes: int, num_extra: int, delta: float) -> Tensor:
@@ -54,3 +56,23 @@ def class_logits(logits: Tensor, num_classes: int) -> Tensor:
 def predict(logits: Tensor, num_classes: int) -> Tensor:
     """Predicted class long[B]: argmax over the first K logits."""
     return logits[:, :num_classes].argmax(dim=1)
+
+
+def class_loss(labels: Tensor, num_classes: int) -> LossFn:
+    """The attacks' loss for class labels long[B]: summed cross-entropy of the first K logits.
+
+    ``loss(logits float[B', K+M], index long[B'])`` scores the images at positions ``index`` of the batch
+    ``labels`` belongs to (fgsm in label augmentation attacks a sub-batch).
+    """
+    def loss(logits: Tensor, index: Tensor) -> Tensor:
+        return F.cross_entropy(class_logits(logits, num_classes), labels[index], reduction="sum")
+
+    return loss
+
+
+def target_loss(targets: Tensor) -> LossFn:
+    """The attacks' loss for soft LA targets float[B, K+M]: summed soft cross-entropy over all K+M logits."""
+    def loss(logits: Tensor, index: Tensor) -> Tensor:
+        return soft_cross_entropy(logits, targets[index], reduction="sum")
+
+    return loss

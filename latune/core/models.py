@@ -9,7 +9,6 @@ first layer of the model so that attacks can perturb and clip in pixel space.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +16,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+
+from latune.files import write_atomic
 
 __all__ = ["MODELS", "Normalize", "build_model", "load_checkpoint", "save_checkpoint"]
 
@@ -293,8 +294,8 @@ def save_checkpoint(
 ) -> None:
     """Atomically write a latune checkpoint of a model made by build_model.
 
-    Writes {"format", "spec", "config", "state_dict" (CPU tensors), "extra"} to a temp
-    file in the target directory, then os.replace()s it, so readers never see a partial
+    Writes {"format", "spec", "config", "state_dict" (CPU tensors), "extra"} with
+    latune.files.write_atomic (temp file, fsync, rename), so readers never see a partial
     file. config/extra may hold only None/bool/int/float/str/tensors/lists/dicts (tuples
     become lists, numpy scalars Python numbers); anything else raises TypeError.
     """
@@ -309,21 +310,7 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": _plain(extra, "extra"),
     }
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())  # data on disk before the rename makes it visible
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint should be as readable as torch.save's
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomic(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:

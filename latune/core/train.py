@@ -1,9 +1,10 @@
-"""PGD adversarial training with label augmentation: the epoch loop, and the single-run CLI.
+"""PGD adversarial training with label augmentation: the epoch loop.
 
-``train(config)`` yields one ``Epoch`` per epoch (metrics plus a way to snapshot the full training
-state), so the Ray Tune trainable can report and checkpoint each epoch and resume from a snapshot.
-``python -m latune.train --data digits --set attack.eps=0.1 --set la.delta=0.1 --out DIR`` runs
-one training and writes DIR/metrics.json and DIR/model.pt.
+``train(config)`` yields one ``Epoch`` per epoch (metrics plus a way to snapshot the full training state), so the
+Ray Tune trainable can report and checkpoint each epoch and resume from a snapshot (saved as ``STATE_FILE``).
+Each batch goes through the same named steps, in the paper's order: standard augmentation, label augmentation,
+the PGD attack, the optimiser step; each epoch ends with the evaluations that are due. The single-run command
+line is latune.cli.train (``python -m latune.train``).
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from latune.core import attacks, labels, transforms
 from latune.config import Config, ConfigError, resolve, to_flat
+from latune.core import attacks, labels, transforms
 from latune.core.data import DataBundle, augment_batch, iterate_batches, load_data
-from latune.core.evaluate import CorruptionFiles, evaluate, evaluate_corruptions
-from latune.registry import CORRUPTION_SUMMARY_KEYS, corruption_names
+from latune.core.evaluate import CorruptionFiles, EvalSettings, evaluate, evaluate_corruptions
 from latune.core.models import build_model
+from latune.registry import CORRUPTION_SUMMARY_KEYS, corruption_names
 
-__all__ = ["Epoch", "RunSetup", "setup", "train", "pick_device"]
+__all__ = ["Epoch", "RunSetup", "STATE_FILE", "setup", "train", "pick_device"]
+
+# file name of a checkpoint of Epoch.state_dict() (torch.save): the Tune trainable writes it, the audit reads it
+STATE_FILE = "state.pt"
 
 
 @dataclass
@@ -43,7 +47,7 @@ class Epoch:
 class RunSetup:
     """Everything a run derives from its config before training: data, label layout, model."""
 
-    config: Config  # resolved (presets filled)
+    config: Config  # resolved (presets and derived settings filled)
     device: torch.device
     data: DataBundle
     ops: tuple[str, ...]  # transformation ops of the LA set; () when LA is off
@@ -56,19 +60,29 @@ class RunSetup:
 
 
 def pick_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
+    """The torch device of config key ``device``: 'auto' -> cuda when available, else cpu.
+
+    Raises ConfigError (one line naming ``device`` and what is allowed here) for cuda or cuda:N on a machine
+    without CUDA or without device N.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name!r} needs CUDA, which is not available on this machine; "
+                              "allowed here: auto, cpu")
+        count, index = torch.cuda.device_count(), int(name.partition(":")[2] or 0)
+        if index >= count:
+            raise ConfigError(f"device: {name!r} but this machine has {count} CUDA device(s); allowed here: auto, "
+                              f"cpu, cuda, cuda:0..cuda:{count - 1}")
     return torch.device(name)
 
 
 def setup(config: Config, data: DataBundle | None = None) -> RunSetup:
-    """Resolve presets, load data onto the device, build the model (seeded)."""
-    config = resolve(config)
-    device = pick_device(config.device)
-    c = config
+    """Resolve the config, check the device, read the files it names, load data onto the device, build the
+    model (seeded). Every user error (ConfigError, DataError) surfaces here, before any training."""
+    c = resolve(config)
+    device = pick_device(c.device)
     corruptions = corruption_names(c.eval.corruptions)
     # files named by the config are read before the data and the model: a wrong path fails before any compute
     baseline = _read_corruption_baseline(c.eval.corruption_baseline, corruptions) if corruptions else {}
@@ -77,13 +91,11 @@ def setup(config: Config, data: DataBundle | None = None) -> RunSetup:
         data = load_data(c.data.name, image_size=c.data.image_size, data_dir=c.data.data_dir,
                          val_fraction=c.data.val_fraction, test_fraction=c.data.test_fraction, seed=c.seed,
                          device=device, limit_train=c.data.limit_train)
-    ops = transforms.set_ops(c.la.transform_set) if c.la_active else ()
-    num_extra = (c.la.m or len(ops)) if ops else 0
     torch.manual_seed(c.seed)
-    model = build_model(c.model.arch, num_classes=data.num_classes, num_extra=num_extra, in_channels=data.channels,
+    model = build_model(c.model.arch, num_classes=data.num_classes, num_extra=c.num_extra, in_channels=data.channels,
                         image_size=data.image_size, mean=data.mean, std=data.std, small_stem=c.model.small_stem)
     model = model.to(device, memory_format=torch.channels_last if c.model.channels_last else torch.preserve_format)
-    return RunSetup(config=config, device=device, data=data, ops=ops, num_extra=num_extra, model=model,
+    return RunSetup(config=c, device=device, data=data, ops=c.la_ops, num_extra=c.num_extra, model=model,
                     corruptions=corruptions, corruption_baseline=baseline, test_corruption_files=files)
 
 
@@ -135,6 +147,105 @@ def _schedule(optimizer: torch.optim.Optimizer, config: Config, total_steps: int
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+class _Loop:
+    """A run's optimiser, schedule and generator, and the steps of one training batch.
+
+    Every random draw of training (batch order, crop and flip, the LA transformations, the attacks' random
+    starts) comes from the one ``generator``, in the order of ``train_epoch``, so a run resumed from a snapshot
+    makes exactly the draws an uninterrupted run would have made.
+    """
+
+    def __init__(self, run: RunSetup, resume: dict[str, Any] | None) -> None:
+        c = self.config = run.config
+        self.run, self.model, self.num_classes = run, run.model, run.data.num_classes
+        self.batch_size = min(c.data.batch_size, len(run.data.train))
+        steps_per_epoch = len(run.data.train) // self.batch_size  # drop_last: equal batches keep batch-norm sound
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.optim.lr, momentum=c.optim.momentum,
+                                         weight_decay=c.optim.weight_decay, nesterov=c.optim.nesterov)
+        self.scheduler = _schedule(self.optimizer, c, total_steps=c.optim.epochs * steps_per_epoch)
+        self.generator = torch.Generator(device=run.device).manual_seed(c.seed)
+        self.autocast_dtype = torch.bfloat16 if c.optim.precision == "bf16" else None
+        self.start_epoch = 0
+        if resume is not None:
+            self.model.load_state_dict(resume["model"])
+            self.optimizer.load_state_dict(resume["optimizer"])
+            self.scheduler.load_state_dict(resume["scheduler"])
+            self.generator.set_state(resume["generator"].cpu())  # generator states are CPU byte tensors everywhere
+            self.start_epoch = int(resume["epoch"])
+
+    def snapshot(self, epoch: int, latest_eval: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+        """Epoch.state_dict: everything a resumed run needs to continue after ``epoch``."""
+        latest_eval = dict(latest_eval)
+        return lambda: {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
+                        "latest_eval": latest_eval, "config": to_flat(self.config)}
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One pass over the training split (shuffled, whole batches); its train_* and timing metrics."""
+        c, device = self.config, self.run.device
+        self.model.train()
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        for x_uint8, y in iterate_batches(self.run.data.train, self.batch_size, generator=self.generator,
+                                          shuffle=True, drop_last=True):
+            x = self.augment(x_uint8)
+            x, z = self.label_augment(x, y)
+            target = labels.la_targets(y, z, self.num_classes, self.run.num_extra, c.la.delta)
+            x = self.attack(x, y, target)
+            loss, logits = self.optimise(x, target)
+            loss_sum += loss * y.shape[0]
+            correct += (labels.predict(logits, self.num_classes) == y).sum()
+            seen += y.shape[0]
+        train_loss = float(loss_sum) / max(seen, 1)
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"training loss is {train_loss} at epoch {epoch + 1}; lower optim.lr "
+                                     f"(now {c.optim.lr}) or check the data")
+        seconds = time.perf_counter() - started
+        return {"epoch": epoch + 1, "train_loss": train_loss,
+                "train_acc": float(correct) / max(seen, 1),  # on the attacked batches, first K logits
+                "lr": self.scheduler.get_last_lr()[0], "epoch_time_s": seconds, "images_per_s": seen / seconds}
+
+    def augment(self, x_uint8: Tensor) -> Tensor:
+        """Standard augmentation (random crop, flip) of a uint8 batch; float[B,C,H,W] in [0,1]."""
+        d = self.config.data
+        return augment_batch(x_uint8, self.generator, crop_padding=d.crop_padding, flip=d.flip)
+
+    def label_augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """LA: (images, z long[B]) with z the transformation group of each image, -1 where none changed it."""
+        run, c = self.run, self.config
+        if not run.ops:
+            return x, torch.full_like(y, -1)
+        loss = labels.class_loss(y, self.num_classes)  # fgsm attacks the current model's class head
+        ctx = transforms.TransformContext(
+            generator=self.generator, severity=c.la.severity, eps=c.la.perturbation_eps,
+            input_gradient=lambda xs, idx: attacks.input_gradient(self.model, xs, loss, idx, bn_eval=c.attack.bn_eval))
+        return transforms.apply_label_augmentation(x, run.ops, run.num_extra, c.la.p, ctx)
+
+    def attack(self, x: Tensor, y: Tensor, target: Tensor) -> Tensor:
+        """PGD on the LA target (attack.target=la) or the class label; x itself when ε or steps is 0."""
+        a = self.config.attack
+        if a.eps == 0 or a.steps == 0:
+            return x
+        loss = labels.target_loss(target) if a.target == "la" else labels.class_loss(y, self.num_classes)
+        return attacks.pgd(self.model, x, loss, eps=a.eps, alpha=a.alpha, steps=a.steps, random_start=a.random_start,
+                           generator=self.generator, bn_eval=a.bn_eval, autocast_dtype=self.autocast_dtype)
+
+    def optimise(self, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """One SGD and schedule step on the soft-target loss of the batch; (loss, logits), detached."""
+        if self.config.model.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.run.device.type, dtype=torch.bfloat16, enabled=self.autocast_dtype is not None):
+            logits = self.model(x)
+        loss = labels.soft_cross_entropy(logits, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach(), logits.detach()
+
+
 def train(config: Config, *, resume: dict[str, Any] | None = None, run: RunSetup | None = None) -> Iterator[Epoch]:
     """Train per ``config``, yielding an Epoch after each epoch.
 
@@ -144,127 +255,63 @@ def train(config: Config, *, resume: dict[str, Any] | None = None, run: RunSetup
     Raises FloatingPointError when the training loss becomes NaN or infinite.
     """
     run = run or setup(config)
-    c, device, data, model = run.config, run.device, run.data, run.model
-    K, M, ops = data.num_classes, run.num_extra, run.ops
-    batch_size = min(c.data.batch_size, len(data.train))
-    steps_per_epoch = len(data.train) // batch_size  # drop_last: equal batches keep batch-norm statistics sound
-    attack_eps = c.attack.eps
-    attack_alpha = c.attack.alpha or attack_eps / 4
-    eval_eps = c.eval.eps if c.eval.eps is not None else attack_eps
-    eval_alpha = c.eval.alpha or eval_eps / 4
-    perturbation_eps = c.la.perturbation_eps if c.la.perturbation_eps is not None else attack_eps
-    autocast_dtype = torch.bfloat16 if c.optim.precision == "bf16" else None
-
-    optimizer = torch.optim.SGD(model.parameters(), lr=c.optim.lr, momentum=c.optim.momentum,
-                                weight_decay=c.optim.weight_decay, nesterov=c.optim.nesterov)
-    scheduler = _schedule(optimizer, c, total_steps=c.optim.epochs * steps_per_epoch)
-    generator = torch.Generator(device=device).manual_seed(c.seed)
-    start_epoch = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        generator.set_state(resume["generator"].cpu())  # generator states are CPU byte tensors on every device
-        start_epoch = int(resume["epoch"])
-
-    def snapshot(epoch: int, latest_eval: dict[str, Any]) -> Callable[[], dict[str, Any]]:
-        return lambda: {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                        "latest_eval": latest_eval, "config": to_flat(c)}
-
-    eval_kwargs = dict(num_classes=K, eps=eval_eps, alpha=eval_alpha, steps=c.eval.steps, restarts=c.eval.restarts,
-                       batch_size=c.eval.batch_size, max_images=c.eval.max_images, seed=c.seed, transform_ops=ops,
-                       num_extra=M, severity=c.la.severity, perturbation_eps=perturbation_eps)
-    latest_eval: dict[str, Any] = dict(resume.get("latest_eval", {})) if resume else {}
-    corruption_kwargs = dict(num_classes=K, names=run.corruptions, severities=c.eval.corruption_severities,
-                             batch_size=c.eval.batch_size, seed=c.seed)
-    if run.corruptions and not latest_eval:
-        # the summary keys are in every report from the start (NaN until measured): a sweep objective must be
-        latest_eval.update({key: math.nan for key in CORRUPTION_SUMMARY_KEYS})
-        if run.corruption_baseline:
-            latest_eval["mce_vs_baseline"] = math.nan
-    for epoch in range(start_epoch, c.optim.epochs):
-        model.train()
-        started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for x_uint8, y in iterate_batches(data.train, batch_size, generator=generator, shuffle=True, drop_last=True):
-            # standard augmentation, then label augmentation, then the attack (the paper's order)
-            x = augment_batch(x_uint8, generator, crop_padding=c.data.crop_padding, flip=c.data.flip)
-            z = torch.full_like(y, -1)
-            if ops:
-                def class_loss(logits: Tensor, index: Tensor, y: Tensor = y) -> Tensor:
-                    return nn.functional.cross_entropy(logits[:, :K], y[index], reduction="sum")
-
-                ctx = transforms.TransformContext(
-                    generator=generator, severity=c.la.severity, eps=perturbation_eps,
-                    input_gradient=lambda xs, idx, loss=class_loss: attacks.input_gradient(
-                        model, xs, loss, idx, bn_eval=c.attack.bn_eval))
-                x, z = transforms.apply_label_augmentation(x, ops, M, c.la.p, ctx)
-            target = labels.la_targets(y, z, K, M, c.la.delta)
-
-            if attack_eps > 0 and c.attack.steps > 0:
-                if c.attack.target == "la":
-                    def attack_loss(logits: Tensor, index: Tensor, target: Tensor = target) -> Tensor:
-                        return labels.soft_cross_entropy(logits, target[index], reduction="sum")
-                else:
-                    def attack_loss(logits: Tensor, index: Tensor, y: Tensor = y) -> Tensor:
-                        return nn.functional.cross_entropy(logits[:, :K], y[index], reduction="sum")
-                x = attacks.pgd(model, x, attack_loss, eps=attack_eps, alpha=attack_alpha, steps=c.attack.steps,
-                                random_start=c.attack.random_start, generator=generator, bn_eval=c.attack.bn_eval,
-                                autocast_dtype=autocast_dtype)
-            if c.model.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-
-            # one SGD step on the (transformed, attacked) batch
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_dtype is not None):
-                logits = model(x)
-            loss = labels.soft_cross_entropy(logits, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach() * y.shape[0]
-            correct += (labels.predict(logits.detach(), K) == y).sum()
-            seen += y.shape[0]
-
-        train_loss = float(loss_sum) / max(seen, 1)
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(f"training loss is {train_loss} at epoch {epoch + 1}; lower optim.lr "
-                                     f"(now {c.optim.lr}) or check the data")
-        seconds = time.perf_counter() - started
-        metrics: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss,
-            "train_acc": float(correct) / max(seen, 1),  # on the attacked batches, first K logits
-            "lr": scheduler.get_last_lr()[0],
-            "epoch_time_s": seconds,
-            "images_per_s": seen / seconds,
-        }
-        last = epoch + 1 == c.optim.epochs
-        if last or epoch == start_epoch or (epoch + 1) % c.eval.every == 0:
-            latest_eval = {**latest_eval, **evaluate(model, data.val, **eval_kwargs)}
-            latest_eval["eval_epoch"] = epoch + 1
-            latest_eval["eval_time_s"] = time.perf_counter() - started - seconds
-        every = c.eval.corruption_every
-        if run.corruptions and (last or (every and (epoch + 1) % every == 0)):
-            # the periodic check runs on a subsample so training stays fast; the last epoch on the full split
-            subsample = min(filter(None, (c.eval.max_images, c.eval.corruption_max_images)))
-            limit = c.eval.max_images if last else subsample
-            measured = time.perf_counter()
-            latest_eval.update(evaluate_corruptions(model, data.val, max_images=limit,
-                                                    baseline=run.corruption_baseline.get(""), **corruption_kwargs))
-            latest_eval["corruption_eval_epoch"] = epoch + 1
-            latest_eval["corruption_eval_time_s"] = time.perf_counter() - measured
+    c = run.config
+    loop = _Loop(run, resume)
+    settings = EvalSettings.from_config(c, run.data.num_classes)
+    latest = _first_eval(run, resume)
+    for epoch in range(loop.start_epoch, c.optim.epochs):
+        metrics = loop.train_epoch(epoch)
+        # first epoch of a fresh run only: a resumed one carries its last evaluation over, as if never stopped
+        if epoch + 1 == c.optim.epochs or "eval_epoch" not in latest or (epoch + 1) % c.eval.every == 0:
+            latest = _validate(run, settings, epoch, latest)
+        latest = _check_corruptions(run, settings, epoch, latest)
         # validation metrics in every report (the latest ones between evaluations): sweeps need each objective
         # in each report; eval_epoch says how fresh they are
-        metrics.update(latest_eval)
-        if last:
-            test = evaluate(model, data.test, **eval_kwargs)
-            if run.corruptions:
-                test.update(evaluate_corruptions(model, data.test, max_images=c.eval.max_images,
-                                                 files=run.test_corruption_files,
-                                                 baseline=run.corruption_baseline.get("test_"), **corruption_kwargs))
-            metrics.update({f"test_{key}": value for key, value in test.items()})
-        yield Epoch(epoch=epoch + 1, metrics=metrics, state_dict=snapshot(epoch + 1, latest_eval), model=model)
+        metrics.update(latest)
+        if epoch + 1 == c.optim.epochs:
+            metrics.update(_test(run, settings))
+        yield Epoch(epoch=epoch + 1, metrics=metrics, state_dict=loop.snapshot(epoch + 1, latest), model=run.model)
+
+
+def _first_eval(run: RunSetup, resume: dict[str, Any] | None) -> dict[str, Any]:
+    """The validation metrics carried into the first report: the snapshot's, or NaN corruption summaries."""
+    latest: dict[str, Any] = dict(resume.get("latest_eval", {})) if resume else {}
+    if run.corruptions and not latest:
+        # the summary keys are in every report from the start (NaN until measured): a sweep objective must be
+        latest.update({key: math.nan for key in CORRUPTION_SUMMARY_KEYS})
+        if run.corruption_baseline:
+            latest["mce_vs_baseline"] = math.nan
+    return latest
+
+
+def _validate(run: RunSetup, settings: EvalSettings, epoch: int, latest: dict[str, Any]) -> dict[str, Any]:
+    """Clean, robust and transformation-head metrics on the validation split, over the ``latest`` ones."""
+    started = time.perf_counter()
+    latest = {**latest, **evaluate(run.model, run.data.val, settings)}
+    latest["eval_epoch"] = epoch + 1
+    latest["eval_time_s"] = time.perf_counter() - started
+    return latest
+
+
+def _check_corruptions(run: RunSetup, settings: EvalSettings, epoch: int, latest: dict[str, Any]) -> dict[str, Any]:
+    """Corruption metrics on the validation split when due: every eval.corruption_every epochs on a subsample
+    (so training stays fast), on the whole split (or eval.max_images) after the last epoch."""
+    e, last = run.config.eval, epoch + 1 == run.config.optim.epochs
+    if not run.corruptions or not (last or (e.corruption_every and (epoch + 1) % e.corruption_every == 0)):
+        return latest
+    limit = e.max_images if last else min(filter(None, (e.max_images, e.corruption_max_images)))
+    started = time.perf_counter()
+    latest = {**latest, **evaluate_corruptions(run.model, run.data.val, settings, max_images=limit,
+                                               baseline=run.corruption_baseline.get(""))}
+    latest["corruption_eval_epoch"] = epoch + 1
+    latest["corruption_eval_time_s"] = time.perf_counter() - started
+    return latest
+
+
+def _test(run: RunSetup, settings: EvalSettings) -> dict[str, Any]:
+    """The test_* metrics after the last epoch: clean, robust, transformation head and corruptions."""
+    test = evaluate(run.model, run.data.test, settings)
+    if run.corruptions:
+        test.update(evaluate_corruptions(run.model, run.data.test, settings, files=run.test_corruption_files,
+                                         baseline=run.corruption_baseline.get("test_")))
+    return {f"test_{key}": value for key, value in test.items()}

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from latune.errors import ConfigError, UserError
-from latune.sweep.spec import SweepSpec, grid_points
+from latune.sweep.spec import SweepSpec, expected_trials
 
 __all__ = ["SweepOutcome", "run_sweep", "plan_resources", "experiment_name", "resolved_epochs", "error_line"]
 
@@ -112,12 +111,29 @@ def _saved_tune_state(experiment_path: str) -> bool:
     import pyarrow.fs
     from ray import tune
 
+    from latune.storage import filesystem
+
     if not tune.Tuner.can_restore(experiment_path):
         return False
-    filesystem, root = pyarrow.fs.FileSystem.from_uri(
-        experiment_path if "://" in experiment_path else f"file://{experiment_path}")
-    found = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    fs, root = filesystem(experiment_path)
+    found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     return any(Path(info.path).name.startswith("experiment_state-") for info in found)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Where a sweep runs and with what: Tune's storage and folder name, per-trial resources, Optuna storage."""
+
+    storage: str  # absolute local folder or URI
+    name: str  # Tune's experiment folder under storage
+    cpu: float  # per trial
+    gpu: float  # per trial
+    concurrent: int  # trials at once
+    study_url: str | None  # Optuna RDB storage (optuna sweeps)
+
+    @property
+    def experiment_path(self) -> str:
+        return f"{self.storage.rstrip('/')}/{self.name}"
 
 
 def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | None = None, resume: bool = False,
@@ -129,25 +145,26 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
     Unless ``mlflow`` is False, the driver logs the sweep to MLflow (latune.tracking): ``tracking_uri``
     (default $MLFLOW_TRACKING_URI, else ./mlflow.db), experiment ``mlflow_experiment`` (default the sweep's name).
     """
-    import ray
-    from ray import tune
-
-    from latune.analysis.results import results_table, trial_row, write_parquet
-    from latune.sweep.trainable import train_trial
+    from latune.analysis.results import results_table, write_parquet
+    from latune.tracking.callback import tracking_callbacks
 
     # a checkpoint every epoch from several trials makes Tune warn about state snapshots; expected here
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    remote = "://" in storage
-    storage = storage if remote else os.path.abspath(storage)  # Tune changes directories: keep paths absolute
-    prefix = experiment_name(spec)
-    if resume and name is None:
-        from latune.analysis.results import latest_experiment
+    plan = _plan(spec, storage, name, resume, optuna_storage, address, verbose)
+    callbacks = tracking_callbacks(spec, plan.experiment_path, enabled=mlflow, tracking_uri=tracking_uri,
+                                   experiment=mlflow_experiment, log_checkpoints=mlflow_checkpoints)
+    grid = _tuner(spec, plan, callbacks, resume=resume, verbose=verbose).fit()
+    table = results_table(_rows(spec, grid), spec.objectives)
+    results_path = write_parquet(table, plan.experiment_path)
+    # trials Tune had not created yet when interrupted (Ctrl+C) are missing from the table altogether
+    interrupted = len(table) < expected_trials(spec) or bool((table["status"] == "UNFINISHED").any())
+    return SweepOutcome(experiment_path=plan.experiment_path, results_path=results_path, table=table,
+                        interrupted=interrupted)
 
-        name = None if remote else latest_experiment(storage, prefix)
-        if name is None:
-            raise UserError(f"--resume: no earlier run of {prefix} under {storage}; pass --name")
-    name = name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-    experiment_path = f"{storage.rstrip('/')}/{name}"
+
+def _cluster_resources(address: str | None, verbose: int) -> dict[str, float]:
+    """Start (or join) Ray; the resources trials may use, counting the workers a `ray up` cluster may add."""
+    import ray
 
     # ray.init(address=None) joins the latest cluster started on this machine (`ray start`, another
     # process's ray.cluster_utils) and then rejects num_cpus; "local" starts our own, as documented.
@@ -161,58 +178,80 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
         from latune.cluster.autoscaler import with_autoscaler_capacity
 
         resources = with_autoscaler_capacity(resources)
-    cpu, gpu, concurrent = plan_resources(spec, resources)
-    trainable = tune.with_resources(tune.with_parameters(train_trial), {"cpu": cpu, "gpu": gpu})
-    epochs = resolved_epochs(spec)
+    return resources
 
+
+def _plan(spec: SweepSpec, storage: str, name: str | None, resume: bool, optuna_storage: str | None,
+          address: str | None, verbose: int) -> _Plan:
+    """The experiment folder (--resume without --name: the latest of this sweep), then Ray (started or joined)
+    and the resources that fit it, and the Optuna storage; creates a local experiment folder."""
+    remote = "://" in storage
+    storage = storage if remote else os.path.abspath(storage)  # Tune changes directories: keep paths absolute
+    prefix = experiment_name(spec)
+    if resume and name is None:
+        from latune.analysis.results import latest_experiment
+
+        name = None if remote else latest_experiment(storage, prefix)
+        if name is None:
+            raise UserError(f"--resume: no earlier run of {prefix} under {storage}; pass --name")
+    name = name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cpu, gpu, concurrent = plan_resources(spec, _cluster_resources(address, verbose))
+    experiment_path = f"{storage.rstrip('/')}/{name}"
     if not remote:
         os.makedirs(experiment_path, exist_ok=True)
     study_url = optuna_storage or (f"sqlite:///{experiment_path}/optuna.db" if not remote else None)
     if spec.algorithm == "optuna" and study_url is None:
         raise UserError("--optuna-storage URL is required when --storage is remote")
+    return _Plan(storage, name, cpu, gpu, concurrent, study_url)
 
-    from latune.tracking.callback import tracking_callbacks, use_callbacks_on_restore
 
-    callbacks = tracking_callbacks(spec, experiment_path, enabled=mlflow, tracking_uri=tracking_uri,
-                                   experiment=mlflow_experiment, log_checkpoints=mlflow_checkpoints)
-    if resume and _saved_tune_state(experiment_path):
-        tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=False)
+def _tuner(spec: SweepSpec, plan: _Plan, callbacks: list, *, resume: bool, verbose: int) -> Any:
+    """Tune's Tuner: restored from the experiment folder on --resume when Tune saved state there, else fresh."""
+    from ray import tune
+
+    from latune.sweep.trainable import train_trial
+    from latune.tracking.callback import use_callbacks_on_restore
+
+    trainable = tune.with_resources(tune.with_parameters(train_trial), {"cpu": plan.cpu, "gpu": plan.gpu})
+    if resume and _saved_tune_state(plan.experiment_path):
+        tuner = tune.Tuner.restore(plan.experiment_path, trainable, resume_unfinished=True, resume_errored=False)
         use_callbacks_on_restore(tuner, callbacks)
-    else:  # fresh, or interrupted before Tune saved any state (Tuner.restore cannot handle that)
-        search_alg = _optuna_search(spec, study_url, name, concurrent) if spec.algorithm == "optuna" else None
-        tuner = tune.Tuner(
-            trainable, param_space=_tune_space(spec),
-            tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=spec.num_samples,
-                                        max_concurrent_trials=None if search_alg else concurrent, reuse_actors=False),
-            run_config=tune.RunConfig(
-                name=name, storage_path=storage, verbose=verbose, callbacks=callbacks,
-                failure_config=tune.FailureConfig(max_failures=spec.max_retries),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
-    grid = tuner.fit()
+        return tuner
+    # fresh, or interrupted before Tune saved any state (Tuner.restore cannot handle that)
+    search_alg = (_optuna_search(spec, plan.study_url, plan.name, plan.concurrent)
+                  if spec.algorithm == "optuna" else None)
+    return tune.Tuner(
+        trainable, param_space=_tune_space(spec),
+        tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=spec.num_samples,
+                                    max_concurrent_trials=None if search_alg else plan.concurrent, reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=plan.name, storage_path=plan.storage, verbose=verbose, callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=spec.max_retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 
+
+def _rows(spec: SweepSpec, grid: Any) -> list[dict[str, Any]]:
+    """One results.parquet row per trial Tune knows (latune.analysis.results.trial_row)."""
+    from latune.analysis.results import trial_row
+
+    epochs = resolved_epochs(spec)
     rows = []
     for result in grid:
         history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
-        config = {k: v for k, v in (result.config or {}).items()}
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
         error = error_line(result.error) if result.error else None
-        rows.append(trial_row(trial_id, config, history, spec.objectives, error, epochs))
-    table = results_table(rows, spec.objectives)
-    results_path = write_parquet(table, experiment_path)
-    # no row at all: stopped (Ctrl+C) before Tune made any trial; every sweep has at least one
-    # trials Tune had not created yet when interrupted are missing from the table altogether
-    expected = spec.num_samples * (len(grid_points(spec)) if spec.algorithm == "grid" else 1)
-    interrupted = len(table) < expected or bool((table["status"] == "UNFINISHED").any())
-    return SweepOutcome(experiment_path=experiment_path, results_path=results_path, table=table,
-                        interrupted=interrupted)
+        rows.append(trial_row(trial_id, dict(result.config or {}), history, spec.objectives, error, epochs))
+    return rows
 
 
 def error_line(error: BaseException) -> str:
     """One line naming a trial's own exception: Ray wraps it (RayTaskError(FloatingPointError)), and the
     wrapper's first line is only ``ray::ImplicitFunc.train() (pid=..., ip=...)`` in ANSI colours."""
+    from latune.tracking.records import strip_ansi
+
     cause = getattr(error, "cause", None)
     error = cause if isinstance(cause, BaseException) else error
-    text = re.sub(r"\x1b\[[0-9;]*m", "", f"{type(error).__name__}: {error}").strip()
+    text = strip_ansi(f"{type(error).__name__}: {error}").strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 

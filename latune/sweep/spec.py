@@ -36,14 +36,17 @@ import yaml
 from latune.config import PRESETS, ConfigError, from_flat, to_flat
 from latune.registry import CORRUPTION_SUMMARY_KEYS
 
-__all__ = ["Dimension", "SweepSpec", "load_sweep", "parse_sweep", "resolve_sweep_path", "shipped_sweeps_dir",
-           "trial_overrides", "grid_points"]
+__all__ = ["Dimension", "SweepSpec", "DEFAULT_OBJECTIVES", "load_sweep", "parse_sweep", "resolve_sweep_path",
+           "shipped_sweeps_dir", "trial_overrides", "grid_points", "expected_trials"]
 
 Kind = Literal["grid", "choice", "uniform", "loguniform", "int"]
 _KINDS = ("grid", "choice", "uniform", "loguniform", "int")
 _TOP_KEYS = ("name", "description", "base", "space", "search", "objectives", "resources", "max_retries", "epochs")
 _SEARCH_KEYS = ("algorithm", "sampler", "seed", "num_samples", "max_concurrent")
 _MAX_COMBINATIONS = 100_000  # discrete combinations checked one by one
+# a sweep file without objectives: accuracy, robustness and class-wise fairness under attack (validation split)
+DEFAULT_OBJECTIVES: dict[str, Literal["max", "min"]] = {
+    "clean_acc": "max", "robust_acc": "max", "robust_class_error_sd": "min"}
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,7 @@ class SweepSpec:
     seed: int = 0  # sampler seed
     num_samples: int = 1  # grid: repeats of the grid; optuna: trials
     max_concurrent: int = 0  # trials at once; 0 = as many as the resources allow
-    objectives: dict[str, Literal["max", "min"]] = field(default_factory=lambda: {
-        "clean_acc": "max", "robust_acc": "max", "robust_class_error_sd": "min"})
+    objectives: dict[str, Literal["max", "min"]] = field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
     cpu: float = 1.0  # CPUs per trial (also the trial's torch threads)
     gpu: float | Literal["auto"] = 0.0  # GPUs per trial; a fraction packs trials on a GPU; auto = 0.25 if any
     max_retries: int = 0  # retries of a failing trial
@@ -170,6 +172,22 @@ def parse_sweep(raw: Any, *, data: str | None = None, overrides: dict[str, Any] 
     unknown = [k for k in raw if k not in _TOP_KEYS]
     if unknown:
         raise _fail(where, f"unknown field {unknown[0]!r}; allowed: {', '.join(_TOP_KEYS)}")
+    base, space, epochs = _parse_base_and_space(raw, data, overrides, where)
+    search = _parse_search(raw.get("search") or {}, space)
+    objectives = _parse_objectives(raw.get("objectives") or DEFAULT_OBJECTIVES)
+    cpu, gpu, max_retries = _parse_resources(raw.get("resources") or {}, raw.get("max_retries", 0))
+    spec = SweepSpec(name=str(raw.get("name") or default_name), description=str(raw.get("description") or ""),
+                     base=base, space=space, **search, objectives=objectives, cpu=cpu, gpu=gpu,
+                     max_retries=max_retries, epochs=epochs, path=path)
+    _check_values(spec)
+    _check_corruption_objectives(spec)
+    _check_robust_objectives(spec)
+    return spec
+
+
+def _parse_base_and_space(raw: dict, data: str | None, overrides: dict[str, Any] | None,
+                          where: str) -> tuple[dict[str, Any], tuple[Dimension, ...], Any]:
+    """(typed base keys, searched dimensions, epochs): presets filled, --data and --set pinned, base validated."""
     base, space_raw = raw.get("base") or {}, raw.get("space") or {}
     if not isinstance(base, dict) or not isinstance(space_raw, dict):
         raise _fail(where, "base and space must be mappings of dotted config keys")
@@ -195,8 +213,11 @@ def parse_sweep(raw: Any, *, data: str | None = None, overrides: dict[str, Any] 
     base.setdefault("data.name", checked_base.data.name)  # the experiment is named after it (latune.sweep)
     data_name = checked_base.data.name
     space = tuple(_scaled(_dimension(str(k), v, f"space.{k}"), data_name) for k, v in space_raw.items())
+    return base, space, epochs
 
-    search = raw.get("search") or {}
+
+def _parse_search(search: Any, space: tuple[Dimension, ...]) -> dict[str, Any]:
+    """The ``search`` mapping as SweepSpec fields (algorithm, sampler, seed, num_samples, max_concurrent)."""
     if not isinstance(search, dict) or set(search) - set(_SEARCH_KEYS):
         bad = sorted(set(search) - set(_SEARCH_KEYS)) if isinstance(search, dict) else [search]
         raise _fail("search", f"unknown field {bad[0]!r}; allowed: {', '.join(_SEARCH_KEYS)}")
@@ -206,16 +227,18 @@ def parse_sweep(raw: Any, *, data: str | None = None, overrides: dict[str, Any] 
     sampler = search.get("sampler", "nsga2")
     if sampler not in ("nsga2", "tpe", "random"):
         raise _fail("search.sampler", f"unknown value {sampler!r}; allowed: nsga2, tpe, random")
+    fields: dict[str, Any] = {"algorithm": algorithm, "sampler": sampler}
     for key in ("seed", "num_samples", "max_concurrent"):
-        value = search.get(key, 0 if key != "num_samples" else 1)
-        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "num_samples" else 0):
-            raise _fail(f"search.{key}", f"must be an integer >= {1 if key == 'num_samples' else 0}, got {value!r}")
+        low = 1 if key == "num_samples" else 0
+        value = fields[key] = search.get(key, low)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise _fail(f"search.{key}", f"must be an integer >= {low}, got {value!r}")
     if algorithm == "optuna" and any(d.kind == "grid" for d in space):
         raise _fail("space", "grid dimensions need search.algorithm: grid; use choice with optuna")
-    if algorithm == "grid" and any(d.kind != "grid" for d in space) and search.get("num_samples", 1) < 1:
-        raise _fail("search.num_samples", "must be >= 1")
+    return fields
 
-    objectives = raw.get("objectives") or {"clean_acc": "max", "robust_acc": "max", "robust_class_error_sd": "min"}
+
+def _parse_objectives(objectives: Any) -> dict[str, Literal["max", "min"]]:
     if not isinstance(objectives, dict) or not objectives:
         raise _fail("objectives", "expected a mapping metric: max|min")
     for metric, mode in objectives.items():
@@ -223,8 +246,11 @@ def parse_sweep(raw: Any, *, data: str | None = None, overrides: dict[str, Any] 
             raise _fail(f"objectives.{metric}", f"unknown value {mode!r}; allowed: max, min")
         if metric not in _REPORTED_METRICS:
             raise _fail("objectives", f"unknown metric {metric!r}; allowed: {', '.join(_REPORTED_METRICS)}")
+    return dict(objectives)
 
-    resources = raw.get("resources") or {}
+
+def _parse_resources(resources: Any, max_retries: Any) -> tuple[float, float | Literal["auto"], int]:
+    """(cpu, gpu, max_retries) per trial."""
     if not isinstance(resources, dict) or set(resources) - {"cpu", "gpu"}:
         raise _fail("resources", "expected a mapping with cpu and gpu")
     cpu, gpu = resources.get("cpu", 1), resources.get("gpu", 0)
@@ -233,18 +259,9 @@ def parse_sweep(raw: Any, *, data: str | None = None, overrides: dict[str, Any] 
     if gpu != "auto" and (not isinstance(gpu, (int, float)) or isinstance(gpu, bool) or gpu < 0
                           or (gpu > 1 and not float(gpu).is_integer())):
         raise _fail("resources.gpu", f"must be auto, a fraction in [0, 1] or a whole number of GPUs, got {gpu!r}")
-    max_retries = raw.get("max_retries", 0)
     if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
         raise _fail("max_retries", f"must be an integer >= 0, got {max_retries!r}")
-
-    spec = SweepSpec(name=str(raw.get("name") or default_name), description=str(raw.get("description") or ""),
-                     base=base, space=space, algorithm=algorithm, sampler=sampler, seed=search.get("seed", 0),
-                     num_samples=search.get("num_samples", 1), max_concurrent=search.get("max_concurrent", 0),
-                     objectives=dict(objectives), cpu=float(cpu), gpu=gpu if gpu == "auto" else float(gpu),
-                     max_retries=max_retries, epochs=epochs, path=path)
-    _check_values(spec)
-    _check_corruption_objectives(spec)
-    return spec
+    return float(cpu), gpu if gpu == "auto" else float(gpu), max_retries
 
 
 def _check_corruption_objectives(spec: SweepSpec) -> None:
@@ -255,6 +272,18 @@ def _check_corruption_objectives(spec: SweepSpec) -> None:
     if wanted and any(str(v).strip() == "none" for v in values):
         raise _fail("objectives", f"{wanted[0]} needs corruption evaluation in every trial: set eval.corruptions "
                                   "in base (all, a family or names)")
+
+
+def _check_robust_objectives(spec: SweepSpec) -> None:
+    """A robust_* objective needs every trial attacked at evaluation: a run at eval.eps or eval.steps 0 reports
+    no robust_* metrics (None resolves to the preset radius, never 0)."""
+    wanted = [m for m in spec.objectives if m.startswith("robust_")]
+    for key in ("eval.eps", "eval.steps") if wanted else ():
+        searched = [d for d in spec.space if d.key == key]
+        values = _candidate_values(searched[0]) if searched else (spec.base.get(key),)
+        if any(to_flat(from_flat({**spec.base, key: v}))[key] == 0 for v in values if v is not None):
+            raise _fail("objectives", f"{wanted[0]} needs an attack at evaluation in every trial, but {key} can be 0 "
+                                      "(no robust_* metrics then); keep it above 0 or drop the robust objectives")
 
 
 # reported only when eval.corruptions names corruptions (NaN until the first corruption evaluation)
@@ -305,3 +334,8 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
 def trial_overrides(spec: SweepSpec, sampled: dict[str, Any]) -> dict[str, Any]:
     """The flat config of one trial: base keys plus the searched keys' values."""
     return {**spec.base, **sampled}
+
+
+def expected_trials(spec: SweepSpec) -> int:
+    """How many trials the sweep runs in all: num_samples repeats of the grid, or num_samples Optuna trials."""
+    return spec.num_samples * (len(grid_points(spec)) if spec.algorithm == "grid" else 1)

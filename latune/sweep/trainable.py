@@ -18,11 +18,9 @@ import torch
 from ray import tune
 
 from latune.config import from_flat, resolve
-from latune.core.train import train
+from latune.core.train import STATE_FILE, train
 
 __all__ = ["train_trial", "STATE_FILE"]
-
-STATE_FILE = "state.pt"
 
 
 def _limit_to_trial_share() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ray import tune
 
-from latune.sweep.spec import SweepSpec, grid_points
+from latune.sweep.spec import SweepSpec, expected_trials
 from latune.tracking.tracker import SweepTracker
 from latune.tracking.records import SweepInfo, TrialRecord, TrialStatus, reported_every_epoch, resolve_tracking_uri
 
@@ -237,7 +237,7 @@ def tracking_callbacks(spec: SweepSpec, experiment_path: str, *, enabled: bool =
         name=spec.name, experiment_path=experiment_path, objectives=dict(spec.objectives),
         data=str(spec.base.get("data.name", "digits")), searched=tuple(d.key for d in spec.space), base=dict(spec.base),
         search={"algorithm": spec.algorithm, "sampler": spec.sampler, "seed": spec.seed, "num_samples": spec.num_samples},
-        trials=spec.num_samples * (len(grid_points(spec)) if spec.algorithm == "grid" else 1),
+        trials=expected_trials(spec),
         sweep_file=spec.path, sweep_text=text, tracking_uri=resolve_tracking_uri(tracking_uri),
         mlflow_experiment=experiment or spec.name)
     sweep.save()

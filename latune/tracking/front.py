@@ -3,12 +3,12 @@ front artifacts and a saved view of the runs page. Pure functions; latune.tracki
 
 The table is built exactly as ``results.parquet`` is (latune.results.trial_row / results_table), so a
 run's ``pareto_rank`` in MLflow equals the trial's rank in results.parquet: rank 0 = front among the
-trials that finished every epoch, -1 for unfinished and failed ones.
+trials that finished every epoch, -1 for unfinished and failed ones. The front is chosen on the
+objectives' validation values; the front table carries each one's held-out ``test_<metric>`` beside it.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,20 +56,22 @@ def hypervolume_curve(table: pd.DataFrame, finished_at: Mapping[str, float],
 
 
 def write_front(table: pd.DataFrame, objectives: Mapping[str, str], searched: Sequence[str], folder: Path) -> bool:
-    """Write pareto_front.csv / .parquet, pareto_pairs.png and pareto_3d.html into ``folder``; False (nothing
-    written) while no trial has finished."""
+    """Write pareto_front.csv / .parquet (each objective on validation, then on the held-out test split),
+    pareto_pairs.png and pareto_3d.html into ``folder``; False (nothing written) while no trial has finished."""
     from latune.analysis import plots
+    from latune.analysis.results import objective_columns, parquet_ready
 
     finished = table[table["status"] == "TERMINATED"] if len(table) else table
     if not len(finished):
         return False
     front = finished[finished["pareto_rank"] == 0]
-    columns = ["trial_id", "run_id", *objectives, *[f"best_{m}" for m in objectives],
+    columns = ["trial_id", "run_id", *objective_columns(objectives, front), *[f"best_{m}" for m in objectives],
                *[k for k in searched if k in front], "pareto_rank"]
     front[columns].to_csv(folder / "pareto_front.csv", index=False)
-    _to_parquet(front[columns], folder / "pareto_front.parquet")
+    parquet_ready(front[columns]).to_parquet(folder / "pareto_front.parquet", index=False)
     plots.save(plots.pairwise_figure(finished, objectives), folder / "pareto_pairs.png")
-    (folder / "pareto_3d.html").write_text(plots.front_html(finished, objectives, ["trial_id", *searched]))
+    held_out = [c for c in objective_columns(objectives, finished) if c not in objectives]
+    (folder / "pareto_3d.html").write_text(plots.front_html(finished, objectives, ["trial_id", *held_out, *searched]))
     return True
 
 
@@ -89,13 +91,3 @@ def pareto_view(parent_run_id: str, objectives: Sequence[str], searched: Sequenc
         "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "pareto"}]},
         "runsHiddenMode": "SHOW_ALL",
     }
-
-
-def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Parquet of a table whose config columns may mix types (stored as strings, as results.parquet does)."""
-    frame = frame.copy()
-    for name in frame.columns:
-        kinds = {type(v) for v in frame[name] if v is not None and not (isinstance(v, float) and math.isnan(v))}
-        if len(kinds) > 1 and not kinds <= {int, float}:
-            frame[name] = frame[name].map(lambda v: None if v is None else str(v))
-    frame.to_parquet(path, index=False)

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from latune.analysis.pareto import Direction, front_table
+from latune.analysis.pareto import Direction, rank_trials
+from latune.analysis.results import TEST_PREFIX
 from latune.errors import UserError
 
 __all__ = ["sweep_parent_run", "mlflow_front", "attach_to_sweep_run"]
@@ -42,12 +43,14 @@ def sweep_parent_run(client: Any, sweep: str, experiment: str | None) -> Any:
 
 
 def mlflow_front(client: Any, parent: Any) -> tuple[pd.DataFrame, dict[str, Direction], list[str]]:
-    """One row per child run (trial_id, run_id, status, objectives, searched params) with pareto_rank over
-    the FINISHED ones (-1 for the others), as latune.results does for results.parquet."""
+    """One row per child run (trial_id, run_id, status, each objective and its held-out ``test_`` value,
+    searched params) with pareto_rank over the FINISHED ones (-1 for the others), as latune.analysis.results
+    does for results.parquet."""
     params = parent.data.params
     objectives: dict[str, Direction] = {k.removeprefix("objective."): v for k, v in params.items()  # type: ignore[misc]
                                         if k.startswith("objective.")}
     searched = [k for k in params.get("searched", "").split(",") if k]
+    metrics = [c for m in objectives for c in (m, TEST_PREFIX + m)]
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
                                   max_results=50000)
     statuses = {"FINISHED": "TERMINATED", "FAILED": "ERROR"}
@@ -55,23 +58,19 @@ def mlflow_front(client: Any, parent: Any) -> tuple[pd.DataFrame, dict[str, Dire
     for run in children:
         row: dict[str, Any] = {"trial_id": run.data.tags.get("latune.trial_id", run.info.run_name),
                                "run_id": run.info.run_id, "status": statuses.get(run.info.status, "UNFINISHED")}
-        row.update({m: run.data.metrics.get(m, np.nan) for m in objectives})
-        for key in searched:
-            value = run.data.params.get(key)
-            try:
-                row[key] = float(value) if value is not None else None
-            except ValueError:
-                row[key] = value
+        row.update({m: run.data.metrics.get(m, np.nan) for m in metrics})
+        row.update({key: _param_value(run.data.params.get(key)) for key in searched})
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["trial_id", "run_id", "status", *objectives, *searched])
-    finished = table["status"] == "TERMINATED"
-    ranked = front_table(table[finished], objectives)
-    table["pareto_rank"] = -1
-    table.loc[ranked.index, "pareto_rank"] = ranked["pareto_rank"]
-    table["pareto"] = table["pareto_rank"] == 0
-    order = table["pareto_rank"].where(table["pareto_rank"] >= 0, 10**9)
-    table = table.assign(_order=order).sort_values(["_order", "trial_id"]).drop(columns="_order")
-    return table.reset_index(drop=True), objectives, searched
+    table = pd.DataFrame(rows, columns=["trial_id", "run_id", "status", *metrics, *searched])
+    return rank_trials(table, objectives), objectives, searched
+
+
+def _param_value(value: str | None) -> Any:
+    """An MLflow param (always a string) as a number where it is one."""
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return value
 
 
 def attach_to_sweep_run(experiment_path: str, report_file: str, tracking_uri: str | None) -> str | None:

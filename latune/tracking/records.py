@@ -13,17 +13,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from latune.analysis.results import RAY_KEYS
+from latune.storage import filesystem
+
 __all__ = ["SweepInfo", "TrialRecord", "TrialStatus", "SWEEP_INFO_FILE", "resolve_tracking_uri", "by_epoch",
-           "epoch_metrics", "error_summary", "resolved_config", "reported_every_epoch"]
+           "epoch_metrics", "error_summary", "strip_ansi", "resolved_config", "reported_every_epoch"]
 
 TrialStatus = Literal["RUNNING", "FINISHED", "FAILED", "KILLED"]  # the MLflow statuses a trial's run can have
 SWEEP_INFO_FILE = "latune_sweep.json"  # in Tune's experiment folder: what latune.sync needs to backfill
-# Ray's bookkeeping in every result: not metrics (Ray's own MLflow callback logs them; latune does not)
-_RAY_KEYS = frozenset({
-    "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration", "trial_id",
-    "experiment_id", "experiment_tag", "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip",
-    "node_id", "config", "time_since_restore", "timesteps_since_restore", "iterations_since_restore",
-    "timesteps_total", "episodes_total", "timesteps_this_iter", "episodes_this_iter", "warmup_time"})
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")  # colour codes Ray puts in error texts
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -63,17 +61,17 @@ class SweepInfo:
 
     def save(self) -> None:
         """Write ``experiment_path/SWEEP_INFO_FILE`` (local folder or pyarrow filesystem URI)."""
-        filesystem, root = _filesystem(self.experiment_path)
-        filesystem.create_dir(root, recursive=True)
-        with filesystem.open_output_stream(f"{root.rstrip('/')}/{SWEEP_INFO_FILE}") as out:
+        fs, root = filesystem(self.experiment_path)
+        fs.create_dir(root, recursive=True)
+        with fs.open_output_stream(f"{root}/{SWEEP_INFO_FILE}") as out:
             out.write(json.dumps(asdict(self), indent=1, default=str).encode())
 
     @classmethod
     def load(cls, experiment_path: str) -> SweepInfo | None:
         """The saved info of the sweep in that folder, or None when it has none."""
-        filesystem, root = _filesystem(experiment_path)
+        fs, root = filesystem(experiment_path)
         try:
-            with filesystem.open_input_stream(f"{root.rstrip('/')}/{SWEEP_INFO_FILE}") as handle:
+            with fs.open_input_stream(f"{root}/{SWEEP_INFO_FILE}") as handle:
                 raw = json.loads(handle.read().decode())
         except (FileNotFoundError, OSError):
             return None
@@ -117,18 +115,23 @@ def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     marks a metric not measured yet (corruption figures before their first evaluation)."""
     return {key: float(value) for key, value in result.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-            and key not in _RAY_KEYS and not key.startswith("config/")}
+            and key not in RAY_KEYS and not key.startswith("config/")}
 
 
 def error_summary(text: str) -> str:
     """One line from a trial's error text (Ray's traceback, ANSI colours and all): the last
     ``Name: message`` line with the exception's module dropped (``DataError: mnist not found ...``)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    text = strip_ansi(text)
     found = re.findall(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Interrupt|Exit)\b.*)$", text, re.M)
     if found:
         return found[-1].strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else "error"
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without ANSI colour codes (Ray colours the process titles in its error texts)."""
+    return _ANSI_ESCAPE.sub("", text)
 
 
 def resolved_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,10 +149,3 @@ def _resolved(items: tuple[tuple[str, str], ...]) -> tuple[tuple[str, Any], ...]
         return tuple(to_flat(resolve(from_flat(config))).items())
     except ConfigError:  # a config this latune cannot read (another version): log it as Tune had it
         return tuple(config.items())
-
-
-
-def _filesystem(location: str) -> tuple[Any, str]:
-    import pyarrow.fs
-
-    return pyarrow.fs.FileSystem.from_uri(location if "://" in location else f"file://{os.path.abspath(location)}")

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from latune.errors import UserError
+from latune.storage import filesystem
 from latune.tracking.tracker import SweepTracker
 from latune.tracking.records import SWEEP_INFO_FILE, SweepInfo, TrialRecord, reported_every_epoch
 
@@ -49,26 +50,25 @@ def read_trials(experiment_path: str) -> list[TrialRecord]:
     error.txt, else KILLED (interrupted; a resume continues it)."""
     import pyarrow.fs
 
-    filesystem, root = pyarrow.fs.FileSystem.from_uri(
-        experiment_path if "://" in experiment_path else f"file://{os.path.abspath(experiment_path)}")
+    fs, root = filesystem(experiment_path)
     records = []
-    folders = [info for info in filesystem.get_file_info(pyarrow.fs.FileSelector(root))
+    folders = [info for info in fs.get_file_info(pyarrow.fs.FileSelector(root))
                if info.type == pyarrow.fs.FileType.Directory]
     for folder in sorted(folders, key=lambda info: info.path):
-        params = _read_text(filesystem, f"{folder.path}/params.json")
+        params = _read_text(fs, f"{folder.path}/params.json")
         if params is None:
             continue
-        history = _results(_read_text(filesystem, f"{folder.path}/result.json") or "")
+        history = _results(_read_text(fs, f"{folder.path}/result.json") or "")
         match = _TRIAL_ID.search(folder.base_name)
         trial_id = next((str(r["trial_id"]) for r in history if r.get("trial_id")), None) or (
             match.group(1) if match else folder.base_name)
         record = TrialRecord(trial_id, json.loads(params), history)
-        error = _read_text(filesystem, f"{folder.path}/error.txt")
+        error = _read_text(fs, f"{folder.path}/error.txt")
         record.status = "FINISHED" if reported_every_epoch(record) else ("FAILED" if error else "KILLED")
         record.error = error if record.status == "FAILED" else None
-        checkpoints = sorted(info.path for info in filesystem.get_file_info(pyarrow.fs.FileSelector(folder.path))
+        checkpoints = sorted(info.path for info in fs.get_file_info(pyarrow.fs.FileSelector(folder.path))
                              if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
-        record.checkpoint = (filesystem, checkpoints[-1]) if checkpoints else None
+        record.checkpoint = (fs, checkpoints[-1]) if checkpoints else None
         records.append(record)
     return records
 

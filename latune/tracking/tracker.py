@@ -5,7 +5,8 @@ Layout (README, section MLflow):
 - experiment: the sweep's name (configurable). Parent run: named after Tune's experiment folder, tags
   ``latune.role=sweep`` and ``latune.experiment_path``; params ``objective.<metric>``, ``search.*``,
   ``base.*`` and ``searched``; metric ``hypervolume`` with step = finished trials; artifacts sweep.yaml,
-  pareto_front.csv/.parquet, pareto_pairs.png, pareto_3d.html (latune.tracking_front).
+  pareto_front.csv/.parquet (the front: each objective on validation, where it is chosen, and its held-out
+  ``test_<metric>``), pareto_pairs.png, pareto_3d.html (latune.tracking.front).
 - child runs: tags ``mlflow.parentRunId``, ``latune.trial_id``, ``latune.experiment_path``,
   ``latune.sweep``, ``latune.data``, ``latune.git_commit``, ``latune.version``; params = the trial's
   resolved config as flat dotted keys; every scalar metric of every epoch with step = epoch (none of
@@ -16,32 +17,30 @@ Layout (README, section MLflow):
 
 ``SweepTracker`` is idempotent: it finds runs by tags (never a second run for a trial), logs only the
 epochs MLflow lacks, and changes a status, rank or tag only when it differs. The same code serves the
-live sweep (fed by latune.tune_callback) and the backfill (latune.sync, fed from Tune's files);
-both hand it ``TrialRecord`` s (latune.trial_records).
+live sweep (fed by latune.tracking.callback) and the backfill (latune.tracking.sync, fed from Tune's
+files); both hand it ``TrialRecord`` s (latune.tracking.records). What it does when MLflow fails is
+latune.tracking.guard's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from latune.tracking.guard import MlflowGuard
 from latune.tracking.records import SweepInfo, TrialRecord, by_epoch, epoch_metrics, error_summary, resolved_config
 
 __all__ = ["SweepTracker"]
 
 logger = logging.getLogger(__name__)
 
-_REQUEST_TIMEOUT_S = 5  # per HTTP request of a live sweep: a dead server costs at most this per attempt
-_RETRY_AFTER_S = 60.0  # after a failure, a live sweep leaves MLflow alone this long before catching up
 _FRONT_REFRESH_S = 300.0  # the parent run's front artifacts are redrawn at most this often while the sweep runs
 _TAG_LIMIT = 5000  # characters of error text kept in a tag (MLflow allows 8000)
 
@@ -85,8 +84,7 @@ class SweepTracker:
         self._hv_steps: set[int] | None = None  # hypervolume steps already in MLflow
         self._ranked: tuple | None = None  # the trials' (id, status, epochs) at the last Pareto update
         self._front_drawn: tuple[int, float] = (0, -math.inf)  # (finished trials, monotonic time) when drawn
-        self._down_since: float | None = None
-        self._retry_at = 0.0
+        self._guard = MlflowGuard(tracking_uri, strict=strict)  # the retry policy (latune.tracking.guard)
 
     @property
     def parent_run_id(self) -> str | None:
@@ -109,7 +107,7 @@ class SweepTracker:
         for record in records:
             self._records[record.trial_id] = record
             self._dirty.add(record.trial_id)
-        return self._guarded(self._flush, force=False)
+        return self._guard.run(self._flush, force=False, on_failure=self._forget)
 
     def close(self) -> bool:
         """Final update: every trial, the front artifacts, and the parent's status: FINISHED when all the
@@ -124,57 +122,16 @@ class SweepTracker:
             stamps = [_received_at(h) for r in self._records.values() for h in r.history]
             self._set_status(self._parent, "FINISHED" if done else "KILLED", int(max(stamps) * 1000) if stamps else None)
 
-        ok = self._guarded(finish, force=True)
+        ok = self._guard.run(finish, force=True, on_failure=self._forget)
         if not ok:
             logger.warning(f"warning: MLflow at {self.tracking_uri} was not reachable at the end of the sweep; "
                            f"Tune's files hold every result. Backfill with: python -m latune.sync "
                            f"{self.sweep.experiment_path} --tracking-uri {self.tracking_uri}")
         return ok
 
-    # -- failure handling ----------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _client_env(self) -> Iterator[None]:
-        """MLflow reads these per request: short timeouts and no retries only around this tracker's calls
-        (a live sweep must not stall on a dead server); no run links printed to stdout."""
-        settings = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
-        if not self.strict:
-            settings.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(_REQUEST_TIMEOUT_S))
-        saved = {key: os.environ.get(key) for key in settings}
-        os.environ.update(settings)
-        try:
-            yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-
-    def _guarded(self, work: Callable[[], None], *, force: bool) -> bool:
-        if self.strict:
-            with self._client_env():
-                work()
-            return True
-        if self._down_since is not None and not force and time.monotonic() < self._retry_at:
-            return False
-        try:
-            with self._client_env():
-                work()
-        except Exception as err:  # noqa: BLE001 - whatever MLflow raises, training goes on
-            # forget what MLflow holds: a request may have failed after the server applied it
-            self._parent, self._children, self._hv_steps, self._ranked = None, {}, None, None
-            if self._down_since is None:
-                text = " ".join(str(err).split())[:300]
-                logger.warning(f"warning: MLflow tracking at {self.tracking_uri} failed ({type(err).__name__}: "
-                               f"{text}); training goes on and results stay in Tune's folder; latune retries "
-                               f"every {_RETRY_AFTER_S:.0f} s")
-                self._down_since = time.monotonic()
-            self._retry_at = time.monotonic() + _RETRY_AFTER_S
-            return False
-        if self._down_since is not None:
-            logger.warning(f"MLflow at {self.tracking_uri} is reachable again; caught up")
-            self._down_since = None
-        return True
+    def _forget(self) -> None:
+        """After a failed request: what MLflow holds is unknown (the server may have applied it); read it again."""
+        self._parent, self._children, self._hv_steps, self._ranked = None, {}, None, None
 
     # -- MLflow -------------------------------------------------------------------------------------
     def _flush(self) -> None:
