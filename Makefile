@@ -1,6 +1,7 @@
 # The two commands (README): `make sweep` runs the delta x eps sweep on the embedded digits data with a
 # local Ray, `make test` runs the tests. `make run` trains one model.
-# Each builds .venv with pip first (once; again when pyproject.toml changes).
+# Each builds .venv with pip first (once; again when pyproject.toml or constraints.txt changes), at the versions
+# of constraints.txt: the lock the cluster image (Dockerfile) installs too.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,10 +9,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: sweep run test bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 sweep: $(STAMP)

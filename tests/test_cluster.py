@@ -65,9 +65,13 @@ def test_shipped_cluster_yaml_passes_rays_validation():
     assert sorted(t["resources"]["GPU"] for t in gpu_types.values()) == [1, 4]  # a 1-GPU and a multi-GPU type
     assert all(t["min_workers"] == 0 and t["max_workers"] >= 1 for t in gpu_types.values())  # autoscaling from 0
     assert all("IamInstanceProfile" in t["node_config"] for t in gpu_types.values())  # workers reach S3 without keys
-    # Ray's version is pinned (the cluster must run the Ray of the machine that runs `ray up`)
-    assert re.fullmatch(r"rayproject/ray:\d+\.\d+\.\d+-py3\d+-gpu", prepared["docker"]["image"])
-    assert prepared["file_mounts"] == {"~/latune": "."} and "pip install -q -e ~/latune" in prepared["setup_commands"]
+    # one image for every node, built from the Dockerfile: its tag pins Ray (the cluster must run the Ray of the
+    # machine that runs `ray up`) and the lock (tests/test_cluster_image.py checks both)
+    assert re.fullmatch(r"YOUR-REGISTRY/latune:\d+\.\d+\.\d+-py3\d+-gpu-[0-9a-f]{8}", prepared["docker"]["image"])
+    assert not {"head_image", "worker_image"} & prepared["docker"].keys()
+    # latune from the file mount, installing nothing else: every dependency is in the image
+    assert prepared["file_mounts"] == {"~/latune": "."}
+    assert prepared["setup_commands"] == ["pip install -q --no-deps --no-build-isolation -e ~/latune"]
     # every key is commented (as in Ray's example files): a comment on its line or just above it, or it is the
     # first key inside a commented one
     lines = [line for line in CLUSTER_YAML.read_text().splitlines() if line.strip()]
@@ -204,7 +208,9 @@ def test_dashboard_and_mlflow_listen_on_the_heads_localhost_only():
     assert "--artifacts-destination" in mlflow[0] and "--backend-store-uri" in mlflow[0]
     everything = _commands(config) + json.dumps(config.get("docker", {}))
     assert "0.0.0.0" not in everything and "-p 5000" not in everything and "--publish" not in everything
-    assert "security_group" not in config["provider"]  # Ray's default group: SSH in, nothing else from outside
+    # no group made by Ray (its own opens SSH to 0.0.0.0/0): the README's group, named in every node type
+    assert "security_group" not in config["provider"]
+    assert all(t["node_config"]["SecurityGroupIds"] for t in config["available_node_types"].values())
 
 
 def test_head_environment_is_what_the_sweep_cli_reads(tmp_path):

@@ -1,0 +1,6 @@
+"""``python -m latune.cluster check|doctor``: entry point only; the command is latune.cli.cluster."""
+
+from latune.cli.cluster import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

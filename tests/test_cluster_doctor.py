@@ -1,0 +1,168 @@
+"""latune.cluster.doctor and ``python -m latune.cluster doctor`` on this machine (no GPU): the GPU is reported
+missing and the exit status is 2; a local folder as storage and a real ``mlflow server`` on 127.0.0.1 pass, and
+fail with their fix when broken; nvidia-smi's output is read from a stand-in on PATH; --gpu worker runs the node
+checks as a Ray task on a local cluster with a logical GPU."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _mlflow_helpers import MlflowServer, clean_env, free_port
+from latune.cluster import doctor
+from latune.cluster.doctor import Check, gpu_check, mlflow_check, storage_check, torch_cuda_check, versions_check
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """One real ``mlflow server`` on 127.0.0.1 for the module (its start is most of this file's time)."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mlflow_url(mlflow_server):
+    return mlflow_server.url
+
+
+def _doctor(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "latune.cluster", "doctor", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env or clean_env())
+
+
+def _row(output: str, name: str, worker: bool = False) -> str:
+    """The table row of check ``name``, of this node or (``worker``) of the GPU worker ("name @ IP")."""
+    [line] = [line for line in output.splitlines() if line.split()[1:2] == [name] and (" @ " in line) == worker]
+    return line
+
+
+def test_doctor_on_this_machine_reports_no_gpu_and_exits_2(tmp_path, mlflow_url):
+    done = _doctor("--storage", (tmp_path / "store").as_uri(), "--tracking-uri", mlflow_url)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert _row(done.stdout, "gpu").startswith("FAIL") and "no NVIDIA GPU on this node" in done.stdout
+    assert "fix: on the CPU head run `doctor --gpu worker`" in done.stdout
+    assert _row(done.stdout, "torch").startswith("skip") and "built for CUDA" in _row(done.stdout, "torch")
+    versions = _row(done.stdout, "versions")
+    assert "ray 2." in versions and "latune " in versions and "torch 2." in versions
+    assert _row(done.stdout, "storage").startswith("ok") and _row(done.stdout, "mlflow").startswith("ok")
+    assert "artifact written/read/deleted" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "error: 1 check(s) failed: gpu"
+    assert list((tmp_path / "store").iterdir()) == []  # the test object is gone, and its folder
+
+
+def test_doctor_without_gpu_checks_exits_0_when_the_rest_passes(tmp_path, mlflow_url):
+    done = _doctor("--gpu", "none", "--storage", (tmp_path / "store").as_uri(), "--tracking-uri", mlflow_url)
+    versions_ok = _row(done.stdout, "versions").startswith("ok")  # this environment against constraints.txt
+    assert done.returncode == (0 if versions_ok else 2), done.stdout + done.stderr
+    assert _row(done.stdout, "gpu").startswith("skip") and "--gpu none" in done.stdout
+    if versions_ok:
+        assert done.stdout.strip().splitlines()[-1] == "all checks passed (2 skipped)" and done.stderr == ""
+
+
+def test_doctor_takes_storage_and_tracking_uri_from_the_environment(tmp_path):
+    env = clean_env(LATUNE_STORAGE=(tmp_path / "env-store").as_uri(),
+                    MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}")
+    done = _doctor("--gpu", "none", env=env)
+    assert done.returncode == 2
+    assert _row(done.stdout, "storage").startswith("ok") and "env-store" in done.stdout
+    assert _row(done.stdout, "mlflow").startswith("FAIL") and "Connection refused" in done.stdout
+    assert "fix: start the server" in done.stdout
+
+
+def test_storage_check_round_trip_and_failure(tmp_path):
+    ok = storage_check((tmp_path / "runs").as_uri())
+    assert ok.ok is True and "wrote, read back and deleted" in ok.detail
+    (tmp_path / "file").write_text("not a folder")
+    failed = storage_check((tmp_path / "file" / "runs").as_uri())
+    assert failed.ok is False and "writable" in failed.fix
+    assert storage_check(None).ok is None
+
+
+def test_mlflow_check_passes_on_a_real_server_and_fails_on_a_closed_port(mlflow_server):
+    ok = mlflow_check(mlflow_server.url)
+    assert ok.ok is True and "server healthy" in ok.detail
+    closed = mlflow_check(f"http://127.0.0.1:{free_port()}")
+    assert closed.ok is False and "ray attach cluster.yaml -p 5000" in closed.fix
+    store = mlflow_check(mlflow_server.backend)  # a local store (the server's, already made): searched directly
+    assert store.ok is True and "experiment(s) listed" in store.detail
+    assert mlflow_check(None).ok is None
+
+
+def _fake_nvidia_smi(folder: Path, output: str, status: int = 0) -> dict:
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{output}\nEOF\nexit {status}\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_gpu_check_reads_model_and_driver_from_nvidia_smi(tmp_path, monkeypatch):
+    for name, value in _fake_nvidia_smi(tmp_path, "NVIDIA A10G, 23028 MiB, 580.65.06\n"
+                                                  "NVIDIA A10G, 23028 MiB, 580.65.06").items():
+        monkeypatch.setenv(name, value)
+    found = gpu_check()
+    assert found == Check("gpu", True, "2 x NVIDIA A10G 23028 MiB, driver 580.65.06")
+    assert doctor._driver(found) == "580.65.06"
+
+
+def test_gpu_check_reports_a_driver_that_does_not_answer(tmp_path, monkeypatch):
+    for name, value in _fake_nvidia_smi(tmp_path, "NVIDIA-SMI has failed because it couldn't communicate with the "
+                                                  "NVIDIA driver.", status=9).items():
+        monkeypatch.setenv(name, value)
+    found = gpu_check()
+    assert found.ok is False and "couldn't communicate with the NVIDIA driver" in found.detail and found.fix
+
+
+def test_torch_cuda_check_names_a_driver_too_old_for_torchs_cuda(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    found = torch_cuda_check("535.183.01")
+    assert found.ok is False and "driver 535.183.01 is older than CUDA 13.0 needs (>= 580.65.06)" in found.detail
+    assert "Deep Learning Base OSS Nvidia Driver GPU AMI" in found.fix
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert "CPU-only build" in torch_cuda_check("580.65.06").detail
+
+
+def test_versions_check_compares_every_pin(tmp_path):
+    import importlib.metadata
+
+    lock = tmp_path / "constraints.txt"
+    lock.write_text(f"# a comment\nPyYAML=={importlib.metadata.version('pyyaml')}\n")
+    assert versions_check(lock).ok is True and "all 1 pins" in versions_check(lock).detail
+    lock.write_text(lock.read_text() + "pyyaml-not-installed==1.0\nnumpy==0.0.1\n")
+    found = versions_check(lock)
+    assert found.ok is False and "2 of 3 pins" in found.detail
+    assert "pyyaml-not-installed missing (lock: 1.0)" in found.detail and "(lock: 0.0.1)" in found.detail
+    assert "Dockerfile" in found.fix
+
+
+@pytest.mark.slow
+def test_gpu_worker_mode_runs_the_node_checks_as_a_ray_task(tmp_path):
+    """A local Ray cluster without a GPU: the doctor gives up after --wait, naming where to look. Then a node with
+    a logical GPU (no real one) joins: the task lands there and its checks come back named after the node."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                            "object_store_memory": 80 * 1024**2})
+    try:
+        done = _doctor("--gpu", "worker", "--address", cluster.address, "--wait", "2")
+        assert done.returncode == 2 and "no GPU worker ran the checks within 2 s" in done.stdout
+        assert "ray monitor cluster.yaml" in done.stdout
+        cluster.add_node(num_cpus=0, num_gpus=1, object_store_memory=80 * 1024**2)
+        done = _doctor("--gpu", "worker", "--address", cluster.address, "--storage", (tmp_path / "s").as_uri())
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "waiting up to 1200 s for a GPU worker" in done.stderr
+        assert "no NVIDIA GPU on this node" in _row(done.stdout, "gpu", worker=True)  # the "worker" has no nvidia-smi
+        assert _row(done.stdout, "storage", worker=True).startswith("ok")
+        assert _row(done.stdout, "storage").startswith("ok")  # and on the head
+        assert _row(done.stdout, "mlflow").startswith("skip")  # the MLflow check runs where the doctor runs
+    finally:
+        cluster.shutdown()
