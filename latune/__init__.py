@@ -22,7 +22,7 @@ _EXPORTS: dict[str, str] = {
     "load_data": "latune.core.data",
     "build_model": "latune.core.models", "save_checkpoint": "latune.core.models",
     "load_checkpoint": "latune.core.models",
-    "train": "latune.core.train", "evaluate": "latune.core.evaluate",
+    "train": "latune.core.train", "evaluate": "latune.core.evaluate", "EvalSettings": "latune.core.evaluate",
     "load_sweep": "latune.sweep.spec", "run_sweep": "latune.sweep.run",
 }
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from latune.errors import ConfigError
 
 __all__ = ["AUGMIX_PRIMITIVES", "TRANSFORM_SETS", "CORRUPTION_FAMILIES", "CORRUPTIONS", "CORRUPTION_SEVERITIES",
-           "CORRUPTION_SUMMARY_KEYS", "corruption_names"]
+           "CORRUPTION_SUMMARY_KEYS", "corruption_names",
+           "AUDIT_ATTACKS", "DEFAULT_AUDIT_ATTACKS", "MASKING_GAP"]
 
 # AugMix's `augmentations` list (CIFAR), in its order; the op choice index of the augmix op refers to this order
 AUGMIX_PRIMITIVES: tuple[str, ...] = (
@@ -48,6 +49,11 @@ CORRUPTION_SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 CORRUPTION_SUMMARY_KEYS: tuple[str, ...] = (
     "mce", "corruption_acc", "corruption_class_error_mean", "corruption_class_error_sd", "corruption_worst_class_acc",
 )
+
+# the stronger-attack audit (latune.core.audit): attack name -> default iterations; torchattacks implements them
+AUDIT_ATTACKS: dict[str, int] = {"pgd40": 40, "apgd-ce": 100, "autoattack": 100}
+DEFAULT_AUDIT_ATTACKS: tuple[str, ...] = ("pgd40", "apgd-ce")
+MASKING_GAP = 0.05  # robust-accuracy gap (absolute, in [0,1]) between pgd40 and a stronger attack that warns
 
 
 def corruption_names(spec: str) -> tuple[str, ...]:

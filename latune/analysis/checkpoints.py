@@ -84,10 +84,7 @@ def load_target(path: Path, overrides: dict[str, Any], data_cache: dict[tuple, A
     if "data.name" not in flat and "data.name" not in overrides:
         raise UserError(f"--data: {path} records no data set; name it (e.g. --data digits)")
     config = resolve(from_flat({**flat, **overrides}))
-    try:
-        device = pick_device(config.device)
-    except RuntimeError as err:
-        raise UserError(f"--device: {err}") from None
+    device = pick_device(config.device)  # ConfigError naming `device` when CUDA is missing
     d = config.data
     key = (d.name, d.image_size, d.data_dir, d.val_fraction, d.test_fraction, config.seed, d.limit_train, str(device))
     if key not in data_cache:

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from latune.cli.common import add_config_arguments, config_overrides, guarded, write_json_atomic
 from latune.config import parse_number
-from latune.core.audit import ATTACKS, DEFAULT_ATTACKS, MASKING_GAP, AuditWarning, audit
+from latune.registry import AUDIT_ATTACKS as ATTACKS
+from latune.registry import DEFAULT_AUDIT_ATTACKS as DEFAULT_ATTACKS
+from latune.registry import MASKING_GAP
 from latune.errors import UserError
 
 if TYPE_CHECKING:
@@ -113,15 +115,15 @@ def _audit_target(target: Target, args: argparse.Namespace, plan: _Plan, cache: 
     if target.path is None:
         return {**report, "warnings": [target.note]}
     from latune.analysis.checkpoints import load_target
+    from latune.core.audit import AuditWarning, audit  # torch: only once there is something to audit
 
     model, config, data = load_target(target.path, plan.overrides, cache)
     if "autoattack" in plan.attacks and data.num_classes < 3:
         raise UserError(f"--attack: autoattack needs at least 3 classes, {config.data.name} has {data.num_classes}")
-    saved = config.eval.eps if config.eval.eps is not None else config.attack.eps
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AuditWarning)  # printed by the caller, once, with the table
         report.update(audit(model, getattr(data, args.split), num_classes=data.num_classes,
-                            eps=plan.eps if plan.eps is not None else saved, attack_names=plan.attacks,
+                            eps=plan.eps if plan.eps is not None else config.eval.eps, attack_names=plan.attacks,
                             steps=args.steps, max_images=args.max_images,
                             batch_size=args.batch_size or config.eval.batch_size, seed=args.seed,
                             masking_gap=plan.masking_gap))

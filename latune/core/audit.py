@@ -44,13 +44,13 @@ from torch import Tensor, nn
 
 from latune.core import attacks, labels, metrics
 from latune.core.data import Split, to_float
+from latune.registry import AUDIT_ATTACKS, DEFAULT_AUDIT_ATTACKS, MASKING_GAP
 
 __all__ = ["ATTACKS", "DEFAULT_ATTACKS", "AuditWarning", "ClassHead", "make_attack", "audit", "audit_checks",
            "MASKING_GAP"]
 
-ATTACKS: dict[str, int] = {"pgd40": 40, "apgd-ce": 100, "autoattack": 100}  # name -> default iterations
-DEFAULT_ATTACKS = ("pgd40", "apgd-ce")
-MASKING_GAP = 0.05  # robust-accuracy gap (absolute, in [0,1]) between pgd40 and a stronger attack that warns
+ATTACKS = AUDIT_ATTACKS  # names are plain data in latune.registry (the CLI's --help loads no torch)
+DEFAULT_ATTACKS = DEFAULT_AUDIT_ATTACKS
 _REFERENCE, _STRONGER = "pgd40", ("apgd-ce", "autoattack")
 _PROB_TOL = 1e-5  # auto-attack's tolerance for "rows are probability distributions"
 
