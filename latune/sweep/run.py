@@ -76,32 +76,6 @@ def _tune_space(spec: SweepSpec) -> dict[str, Any]:
     return space
 
 
-def _optuna_search(spec: SweepSpec, storage_url: str, study_name: str, concurrent: int):
-    import optuna
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    class _FailAwareOptunaSearch(OptunaSearch):
-        """Tells Optuna FAIL for an errored trial even if it reported epochs before failing, and for NaN
-        objectives (Ray's version tells COMPLETE, or leaves the trial RUNNING when tell() raises)."""
-
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            values = [None if result is None else result.get(m) for m in self._metric]
-            bad = any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values)
-            if trial_id in self._ot_trials and trial_id not in self._completed_trials and (error or bad):
-                self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
-                self._completed_trials.add(trial_id)
-                return
-            super().on_trial_complete(trial_id, result, error)
-
-    samplers = {"nsga2": optuna.samplers.NSGAIISampler, "tpe": optuna.samplers.TPESampler,
-                "random": optuna.samplers.RandomSampler}
-    search = _FailAwareOptunaSearch(
-        metric=list(spec.objectives), mode=list(spec.objectives.values()), sampler=samplers[spec.sampler](seed=spec.seed),
-        study_name=study_name, storage=optuna.storages.RDBStorage(storage_url))
-    return ConcurrencyLimiter(search, max_concurrent=concurrent)
-
-
 def experiment_name(spec: SweepSpec) -> str:
     return f"{spec.name}-{spec.base['data.name']}"
 
@@ -171,21 +145,26 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
     if spec.algorithm == "optuna" and study_url is None:
         raise UserError("--optuna-storage URL is required when --storage is remote")
 
+    from latune.sweep.optuna_search import optuna_search
+    from latune.sweep.progress import progress_callbacks, tune_verbosity
+    from latune.sweep.scheduler import pareto_scheduler
     from latune.tracking.callback import tracking_callbacks, use_callbacks_on_restore
 
     callbacks = tracking_callbacks(spec, experiment_path, enabled=mlflow, tracking_uri=tracking_uri,
                                    experiment=mlflow_experiment, log_checkpoints=mlflow_checkpoints)
+    callbacks += progress_callbacks(spec, epochs, verbose)
     if resume and _saved_tune_state(experiment_path):
         tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=False)
         use_callbacks_on_restore(tuner, callbacks)
     else:  # fresh, or interrupted before Tune saved any state (Tuner.restore cannot handle that)
-        search_alg = _optuna_search(spec, study_url, name, concurrent) if spec.algorithm == "optuna" else None
+        search_alg = optuna_search(spec, study_url, name, concurrent, epochs) if spec.algorithm == "optuna" else None
         tuner = tune.Tuner(
             trainable, param_space=_tune_space(spec),
             tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=spec.num_samples,
-                                        max_concurrent_trials=None if search_alg else concurrent, reuse_actors=False),
+                                        max_concurrent_trials=None if search_alg else concurrent, reuse_actors=False,
+                                        scheduler=pareto_scheduler(spec, experiment_path)),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage, verbose=verbose, callbacks=callbacks,
+                name=name, storage_path=storage, verbose=tune_verbosity(verbose), callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=spec.max_retries),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
     grid = tuner.fit()
@@ -197,7 +176,7 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
         error = error_line(result.error) if result.error else None
         rows.append(trial_row(trial_id, config, history, spec.objectives, error, epochs))
-    table = results_table(rows, spec.objectives)
+    table = results_table(rows, spec.objectives, spec.constraints)
     results_path = write_parquet(table, experiment_path)
     # no row at all: stopped (Ctrl+C) before Tune made any trial; every sweep has at least one
     # trials Tune had not created yet when interrupted are missing from the table altogether

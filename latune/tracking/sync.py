@@ -17,7 +17,7 @@ from typing import Any
 
 from latune.errors import UserError
 from latune.tracking.tracker import SweepTracker
-from latune.tracking.records import SWEEP_INFO_FILE, SweepInfo, TrialRecord, reported_every_epoch
+from latune.tracking.records import SWEEP_INFO_FILE, SweepInfo, TrialRecord, reported_every_epoch, was_pruned
 
 __all__ = ["read_trials", "sync"]
 
@@ -66,6 +66,7 @@ def read_trials(experiment_path: str) -> list[TrialRecord]:
         error = _read_text(filesystem, f"{folder.path}/error.txt")
         record.status = "FINISHED" if reported_every_epoch(record) else ("FAILED" if error else "KILLED")
         record.error = error if record.status == "FAILED" else None
+        record.pruned = record.status == "KILLED" and was_pruned(record)
         checkpoints = sorted(info.path for info in filesystem.get_file_info(pyarrow.fs.FileSelector(folder.path))
                              if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
         record.checkpoint = (filesystem, checkpoints[-1]) if checkpoints else None

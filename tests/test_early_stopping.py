@@ -1,0 +1,162 @@
+"""Early stopping end to end: real sweeps through ``python -m latune.sweep`` on digits (local Ray, Optuna sqlite,
+MLflow sqlite), one of them interrupted with SIGINT and resumed.
+
+Trials are tiny (200 images, PGD-1 training, 4 epochs) and judged at rungs 1 and 2 (grace 1, η 2): from the
+second result at a rung on, only the better half goes on, so six trials always lose some at a rung.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from latune.sweep.scheduler import RUNGS_FILE
+
+pytestmark = pytest.mark.slow
+BUDGET, RUNGS = 4, (1, 2)
+SWEEP = {
+    "name": "es", "description": "early-stopping test sweep",
+    "base": {"data.limit_train": 200, "eval.max_images": 50, "eval.steps": 3, "attack.steps": 1, "optim.epochs": BUDGET,
+             "eval.eps": 0.1},
+    "space": {"la.delta": {"uniform": [0.0, 0.5]}, "attack.eps": {"choice": [0.0, 0.1]},
+              "optim.lr": {"loguniform": [0.005, 0.05]}},
+    "search": {"algorithm": "optuna", "sampler": "nsga2", "seed": 0, "num_samples": 6, "max_concurrent": 2},
+    "constraints": {"robust_acc": {"min": 0.02}},
+    "early_stopping": {"grace_epochs": 1, "reduction_factor": 2},
+    "resources": {"cpu": 1, "gpu": 0},
+}
+STATE = optuna.trial.TrialState
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return {**env, "RAY_ADDRESS": "local"}
+
+
+def _start(tmp_path: Path, *args: str, log: str) -> subprocess.Popen:
+    (tmp_path / "es.yaml").write_text(yaml.safe_dump(SWEEP))
+    command = [sys.executable, "-m", "latune.sweep", "es.yaml", *args]
+    return subprocess.Popen(command, cwd=tmp_path, stdout=(tmp_path / log).open("w"), stderr=subprocess.STDOUT,
+                            env=_env(), start_new_session=True)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 600) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail(f"sweep did not exit within {timeout} s")
+
+
+def _experiment(tmp_path: Path) -> Path:
+    [folder] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    return folder
+
+
+def _study(experiment: Path) -> optuna.Study:
+    return optuna.load_study(study_name=experiment.name, storage=f"sqlite:///{experiment / 'optuna.db'}")
+
+
+def _check_outcomes(experiment: Path, slack: int = 0) -> pd.DataFrame:
+    """What every copy of the results must agree on; returns results.parquet. ``slack``: epochs a pruned trial
+    may have trained past its rung (a sweep interrupted between a STOP and Tune carrying it out resumes the
+    trial from its checkpoint, and it is stopped again at its next result)."""
+    table = pd.read_parquet(experiment / "results.parquet")
+    assert len(table) == 6 and set(table["status"]) <= {"TERMINATED", "PRUNED"}, table[["trial_id", "status"]]
+    pruned, full = table[table["status"] == "PRUNED"], table[table["status"] == "TERMINATED"]
+    assert len(pruned) >= 1 and len(full) >= 1, table[["trial_id", "status", "epochs_done"]]
+    assert (pruned["epochs_done"] < BUDGET).all() and (full["epochs_done"] == BUDGET).all()
+    assert (pruned["pareto_rank"] == -1).all() and not pruned["pareto"].any()
+    front = table[table["pareto"]]
+    assert len(front) >= 1 and (front["status"] == "TERMINATED").all() and front["feasible"].all()
+    assert (table.loc[~table["feasible"], "pareto_rank"] == -1).all()
+
+    study = _study(experiment)
+    assert study.metric_names == ["clean_acc", "robust_acc", "robust_class_error_sd"]
+    state = {round(t.params["la.delta"], 9): t for t in study.trials}
+    status = {round(d, 9): s for d, s in zip(table["la.delta"], table["status"])}
+    assert set(state) == set(status)
+    assert {d for d, t in state.items() if t.state == STATE.PRUNED} == {d for d, s in status.items() if s == "PRUNED"}
+    assert {t.state for t in study.trials} <= {STATE.PRUNED, STATE.COMPLETE}
+    for trial in study.trials:  # no COMPLETE trial trained fewer epochs than the budget
+        epochs = trial.user_attrs["epochs_trained"]
+        assert (epochs == BUDGET) if trial.state == STATE.COMPLETE else (epochs < BUDGET), (trial.state, epochs)
+        assert "robust_acc" in trial.user_attrs and "robust_acc>=0.02" in trial.constraints
+
+    rungs = json.loads((experiment / RUNGS_FILE).read_text())
+    assert set(rungs["stopped"]) == set(pruned["trial_id"]) and set(rungs["stopped"].values()) <= set(RUNGS)
+    for trial_id, epochs in zip(pruned["trial_id"], pruned["epochs_done"]):  # never trained past its rung
+        assert 0 <= epochs - rungs["stopped"][trial_id] <= slack, (trial_id, epochs, rungs["stopped"])
+    return table
+
+
+def test_an_optuna_sweep_with_early_stopping_prunes_everywhere_alike(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = _start(tmp_path, "--tracking-uri", uri, "--verbose", "1", log="out.log")
+    rc = _finish(proc)
+    out = (tmp_path / "out.log").read_text()
+    assert rc == 0, out[-4000:]
+    experiment = _experiment(tmp_path)
+    table = _check_outcomes(experiment)
+    counts = table["status"].value_counts()
+    assert f"{counts['PRUNED']} pruned" in out and f"{counts['TERMINATED']} terminated" in out
+    assert "finished infeasible (robust_acc >= 0.02)" in out
+    assert "PRUNED@" in out and "| front " in out and "rungs at epochs 1, 2" in out  # the progress table
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("es").experiment_id], "", max_results=100)
+    [parent] = [r for r in runs if r.data.tags.get("latune.role") == "sweep"]
+    assert parent.info.status == "FINISHED"  # pruned trials ended: the sweep is not left looking interrupted
+    assert parent.data.params["search.early_stopping"].startswith("rungs at epochs 1, 2 of 4")
+    children = {r.data.tags["latune.trial_id"]: r for r in runs if "latune.trial_id" in r.data.tags}
+    assert set(children) == set(table["trial_id"])
+    for _, row in table.iterrows():
+        run = children[row["trial_id"]]
+        if row["status"] == "PRUNED":
+            assert run.info.status == "KILLED" and run.data.tags["latune.status"] == "pruned", run.data.tags
+            assert run.data.tags["pareto"] == "false" and run.data.metrics["pareto_rank"] == -1
+        else:
+            assert run.info.status == "FINISHED" and run.data.tags["latune.status"] == "finished"
+            assert run.data.tags["pareto"] == ("true" if row["pareto"] else "false")
+        assert run.data.tags["feasible"] == ("true" if row["feasible"] else "false")
+        assert run.data.metrics["epoch"] == row["epochs_done"]
+
+
+def test_an_interrupted_sweep_with_early_stopping_resumes_with_its_rungs(tmp_path):
+    proc = _start(tmp_path, "--no-mlflow", "--verbose", "0", log="first.log")
+    rungs_file = None
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and proc.poll() is None:  # interrupt once a trial was pruned
+        found = list((tmp_path / "runs").glob(f"*/{RUNGS_FILE}")) if (tmp_path / "runs").exists() else []
+        if found and json.loads(found[0].read_text() or "{}").get("stopped"):
+            rungs_file = found[0]
+            break
+        time.sleep(0.2)
+    assert rungs_file is not None, (tmp_path / "first.log").read_text()[-3000:]
+    proc.send_signal(signal.SIGINT)
+    assert _finish(proc) == 130, (tmp_path / "first.log").read_text()[-3000:]
+    before = json.loads(rungs_file.read_text())
+    first = pd.read_parquet(rungs_file.parent / "results.parquet")
+    assert "UNFINISHED" in set(first["status"]) or len(first) < 6, first[["trial_id", "status"]]
+
+    proc = _start(tmp_path, "--no-mlflow", "--verbose", "0", "--resume", log="resume.log")
+    assert _finish(proc) == 0, (tmp_path / "resume.log").read_text()[-3000:]
+    experiment = _experiment(tmp_path)
+    _check_outcomes(experiment, slack=1)
+    after = json.loads((experiment / RUNGS_FILE).read_text())
+    for epoch, entries in before["rungs"].items():  # every judgement of the first session stands, unchanged
+        assert all(after["rungs"][epoch][t] == pytest.approx(v, nan_ok=True) for t, v in entries.items())
+        assert list(after["rungs"][epoch])[:len(entries)] == list(entries)  # and keeps its place in the order
+    assert before["stopped"].items() <= after["stopped"].items()
