@@ -19,9 +19,10 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from _mlflow_helpers import fake_sweep
 from mlflow import MlflowClient
 
-from latune.sweep.scheduler import RUNGS_FILE
+from latune.tracking.sync import read_trials, sync
 
 pytestmark = pytest.mark.slow
 BUDGET, RUNGS = 4, (1, 2)
@@ -65,6 +66,16 @@ def _experiment(tmp_path: Path) -> Path:
     return folder
 
 
+def _reports(experiment: Path) -> dict[str, list[dict]]:
+    """Tune's result.json lines per trial id, in the order Tune received them."""
+    found = {}
+    for path in experiment.glob("train_trial_*/result.json"):
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if lines:
+            found[lines[0]["trial_id"]] = lines
+    return found
+
+
 def _study(experiment: Path) -> optuna.Study:
     return optuna.load_study(study_name=experiment.name, storage=f"sqlite:///{experiment / 'optuna.db'}")
 
@@ -95,10 +106,12 @@ def _check_outcomes(experiment: Path, slack: int = 0) -> pd.DataFrame:
         assert (epochs == BUDGET) if trial.state == STATE.COMPLETE else (epochs < BUDGET), (trial.state, epochs)
         assert "robust_acc" in trial.user_attrs and "robust_acc>=0.02" in trial.constraints
 
-    rungs = json.loads((experiment / RUNGS_FILE).read_text())
-    assert set(rungs["stopped"]) == set(pruned["trial_id"]) and set(rungs["stopped"].values()) <= set(RUNGS)
-    for trial_id, epochs in zip(pruned["trial_id"], pruned["epochs_done"]):  # never trained past its rung
-        assert 0 <= epochs - rungs["stopped"][trial_id] <= slack, (trial_id, epochs, rungs["stopped"])
+    reports = _reports(experiment)
+    for trial_id, epochs in zip(table["trial_id"], table["epochs_done"]):  # Tune's files say the same
+        assert max(r["epoch"] for r in reports[trial_id]) == epochs
+        assert reports[trial_id][-1]["done"] == (trial_id in set(pruned["trial_id"]))
+    for epochs in pruned["epochs_done"]:  # stopped at a rung (or, after a resume, at the epoch after it)
+        assert any(0 <= epochs - rung <= slack for rung in RUNGS), epochs
     return table
 
 
@@ -136,27 +149,55 @@ def test_an_optuna_sweep_with_early_stopping_prunes_everywhere_alike(tmp_path):
 
 def test_an_interrupted_sweep_with_early_stopping_resumes_with_its_rungs(tmp_path):
     proc = _start(tmp_path, "--no-mlflow", "--verbose", "0", log="first.log")
-    rungs_file = None
     deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and proc.poll() is None:  # interrupt once a trial was pruned
-        found = list((tmp_path / "runs").glob(f"*/{RUNGS_FILE}")) if (tmp_path / "runs").exists() else []
-        if found and json.loads(found[0].read_text() or "{}").get("stopped"):
-            rungs_file = found[0]
-            break
-        time.sleep(0.2)
-    assert rungs_file is not None, (tmp_path / "first.log").read_text()[-3000:]
+
+    def pruned_so_far() -> set[str]:
+        folders = list((tmp_path / "runs").iterdir()) if (tmp_path / "runs").exists() else []
+        return {t for f in folders for t, rs in _reports(f).items() if rs[-1]["done"] and rs[-1]["epoch"] < BUDGET}
+
+    while time.monotonic() < deadline and proc.poll() is None and not pruned_so_far():
+        time.sleep(0.2)  # interrupt once a trial was pruned
+    assert pruned_so_far(), (tmp_path / "first.log").read_text()[-3000:]
     proc.send_signal(signal.SIGINT)
     assert _finish(proc) == 130, (tmp_path / "first.log").read_text()[-3000:]
-    before = json.loads(rungs_file.read_text())
-    first = pd.read_parquet(rungs_file.parent / "results.parquet")
+    experiment = _experiment(tmp_path)
+    before = _reports(experiment)
+    first = pd.read_parquet(experiment / "results.parquet")
     assert "UNFINISHED" in set(first["status"]) or len(first) < 6, first[["trial_id", "status"]]
 
     proc = _start(tmp_path, "--no-mlflow", "--verbose", "0", "--resume", log="resume.log")
     assert _finish(proc) == 0, (tmp_path / "resume.log").read_text()[-3000:]
-    experiment = _experiment(tmp_path)
+    assert _experiment(tmp_path) == experiment
     _check_outcomes(experiment, slack=1)
-    after = json.loads((experiment / RUNGS_FILE).read_text())
-    for epoch, entries in before["rungs"].items():  # every judgement of the first session stands, unchanged
-        assert all(after["rungs"][epoch][t] == pytest.approx(v, nan_ok=True) for t, v in entries.items())
-        assert list(after["rungs"][epoch])[:len(entries)] == list(entries)  # and keeps its place in the order
-    assert before["stopped"].items() <= after["stopped"].items()
+    after = _reports(experiment)
+    for trial_id, reports in before.items():
+        assert after[trial_id][:len(reports)] == reports  # Tune appended; the first session's results stand
+        if reports[-1]["done"]:
+            assert after[trial_id] == reports  # pruned before the interrupt: never trained again
+            continue
+        passed = {r["epoch"] for r in reports if r["epoch"] in RUNGS}  # rungs it went on from in the first session
+        stops = [r["epoch"] for r in after[trial_id][len(reports):] if r["done"]]
+        assert not set(stops) & passed, (trial_id, reports, after[trial_id])  # never judged at them again
+
+
+def test_the_backfill_marks_pruned_trials_as_the_live_sweep_does(tmp_path):
+    """latune.sync reads the STOP from result.json's done flag: KILLED with latune.status=pruned, never on the front."""
+    folder = fake_sweep(tmp_path, {"aaaaa_00000": {"delta": 0.0, "scores": [(0.5, 0.2, 0.3), (0.6, 0.3, 0.2)]},
+                                   "aaaaa_00001": {"delta": 0.1, "scores": [(0.9, 0.9, 0.1)]},
+                                   "aaaaa_00002": {"delta": 0.2, "scores": [(0.4, 0.1, 0.5)]}})
+    stopped = next(folder.glob("train_trial_aaaaa_00001_*")) / "result.json"
+    stopped.write_text(stopped.read_text().replace('"done": false', '"done": true'))
+    records = {r.trial_id: r for r in read_trials(str(folder))}
+    assert {t: (r.status, r.pruned) for t, r in records.items()} == {
+        "aaaaa_00000": ("FINISHED", False), "aaaaa_00001": ("KILLED", True), "aaaaa_00002": ("KILLED", False)}
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = sync(str(folder), tracking_uri=uri)
+    table = tracker.table().set_index("trial_id")
+    assert table["status"].to_dict() == {"aaaaa_00000": "TERMINATED", "aaaaa_00001": "PRUNED",
+                                         "aaaaa_00002": "UNFINISHED"}
+    runs = {r.data.tags["latune.trial_id"]: r for r in MlflowClient(uri).search_runs(
+        [tracker.experiment_id], "tags.`latune.trial_id` != ''")}
+    assert runs["aaaaa_00001"].info.status == "KILLED" and runs["aaaaa_00001"].data.tags["latune.status"] == "pruned"
+    assert runs["aaaaa_00002"].data.tags["latune.status"] == "killed"  # interrupted, not pruned
+    assert runs["aaaaa_00001"].data.tags["pareto"] == "false" and runs["aaaaa_00000"].data.tags["pareto"] == "true"

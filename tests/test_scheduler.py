@@ -1,13 +1,14 @@
-"""latune.sweep.scheduler: the Ray Tune scheduler's decisions, once per rung, kept across a resume (no Ray started)."""
+"""latune.sweep.scheduler: the Ray Tune scheduler's decisions, once per rung, rebuilt on a resume (no Ray started)."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
 from latune.analysis.constraints import Constraint
 from latune.sweep.rungs import EarlyStopping
-from latune.sweep.scheduler import RUNGS_FILE, ParetoHalvingScheduler
+from latune.sweep.scheduler import ParetoHalvingScheduler
 
 OBJECTIVES = {"clean_acc": "max", "robust_acc": "max", "robust_class_error_sd": "min"}
 GOOD = {"clean_acc": 0.9, "robust_acc": 0.6, "robust_class_error_sd": 0.1}
@@ -15,8 +16,8 @@ BAD = {"clean_acc": 0.5, "robust_acc": 0.2, "robust_class_error_sd": 0.4}
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 
 
-def _scheduler(state_path=None, grace=1, eta=2, budget=4, constraints=()):
-    return ParetoHalvingScheduler(OBJECTIVES, EarlyStopping(grace, eta, budget), constraints, state_path=state_path)
+def _scheduler(grace=1, eta=2, budget=4, constraints=()):
+    return ParetoHalvingScheduler(OBJECTIVES, EarlyStopping(grace, eta, budget), constraints)
 
 
 def _at(epoch, metrics):
@@ -52,27 +53,43 @@ def test_infeasible_trials_rank_below_feasible_ones():
     assert scheduler.judge("strong_but_infeasible", _at(1, {**GOOD, "robust_acc": 0.45, "clean_acc": 0.99})) == STOP
 
 
-def test_rung_records_survive_a_resume(tmp_path):
-    first = _scheduler(state_path=str(tmp_path))
-    first.judge("a", _at(1, GOOD))
-    first.judge("b", _at(1, BAD))
-    saved = json.loads((tmp_path / RUNGS_FILE).read_text())
-    assert saved["stopped"] == {"b": 1} and list(saved["rungs"]["1"]) == ["a", "b"]
+def test_a_resumed_sweep_rebuilds_the_rungs_from_the_trials_results(tmp_path):
+    """Tuner.restore unpickles the scheduler as it started; on_trial_add replays each trial's result.json."""
+    import pyarrow.fs
 
-    resumed = _scheduler(state_path=str(tmp_path))  # what Tuner.restore unpickles: the scheduler as it started
-    assert resumed.rungs[1] == {}
-    assert resumed.set_search_properties(None, None) is True  # Tune's call at the start of every fit
-    assert resumed.rungs == first.rungs and resumed.stopped == first.stopped
-    assert resumed.judge("a", _at(1, BAD)) == CONTINUE  # a resumed trial redoing epoch 1: not judged again
+    history = {"a": [_at(1, GOOD) | {"timestamp": 100, "done": False}, _at(2, GOOD) | {"timestamp": 102, "done": False}],
+               "b": [_at(1, BAD) | {"timestamp": 101, "done": False}],
+               "c": [_at(1, GOOD | {"clean_acc": 0.95}) | {"timestamp": 103, "done": False}, _at(2, BAD) | {"timestamp": 104, "done": False}]}
+    first = _scheduler()
+    decisions = {}
+    for result in sorted((r | {"id": t} for t, rs in history.items() for r in rs), key=lambda r: r["timestamp"]):
+        decisions[(result["id"], result["epoch"])] = first.judge(result["id"], result)
+    assert decisions == {("a", 1): CONTINUE, ("b", 1): STOP, ("a", 2): CONTINUE, ("c", 1): CONTINUE, ("c", 2): STOP}
+    history["b"][-1]["done"] = history["c"][-1]["done"] = True  # what Tune writes for a STOP
+
+    resumed = _scheduler()
+    for trial_id in ("c", "b", "a"):  # restored in any order
+        folder = tmp_path / trial_id
+        folder.mkdir()
+        (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in history[trial_id]) + '{"cut')
+        storage = SimpleNamespace(storage_filesystem=pyarrow.fs.LocalFileSystem(), trial_fs_path=str(folder))
+        resumed.on_trial_add(None, SimpleNamespace(trial_id=trial_id, last_result=history[trial_id][-1], storage=storage))
+    assert resumed.rungs == first.rungs and resumed.stopped == first.stopped == {"b": 1, "c": 2}
+    assert [list(resumed.rungs[m]) for m in (1, 2)] == [["a", "b", "c"], ["a", "c"]]  # arrival order kept
+    assert resumed.judge("a", _at(2, BAD)) == CONTINUE  # a resumed trial redoing epoch 2: not judged again
     assert resumed.judge("b", _at(2, GOOD)) == STOP
-    assert resumed.judge("c", _at(1, BAD)) == STOP  # judged against the rung as the first session left it
-    assert list(resumed.rungs[1]) == ["a", "b", "c"]
+    assert resumed.judge("d", _at(1, BAD)) == STOP  # judged against the rung as the first session left it
+
+    resumed.save(str(tmp_path / "state.json"))  # TrialScheduler's checkpoint API
+    again = _scheduler()
+    again.restore(str(tmp_path / "state.json"))
+    assert again.rungs == resumed.rungs and again.stopped == resumed.stopped
 
 
-def test_a_missing_state_file_restores_nothing(tmp_path):
-    scheduler = _scheduler(state_path=str(tmp_path / "new"))
-    scheduler.set_search_properties(None, None)
-    assert scheduler.rungs == {1: {}, 2: {}} and not (tmp_path / "new").exists()
+def test_a_new_trial_adds_nothing():
+    scheduler = _scheduler()
+    scheduler.on_trial_add(None, SimpleNamespace(trial_id="new", last_result={"trial_id": "new", "config": {}}))
+    assert scheduler.rungs == {1: {}, 2: {}} and scheduler.stopped == {}
 
 
 @pytest.mark.parametrize("result", [{}, {"epoch": None}, {"training_iteration": 3}])

@@ -162,7 +162,7 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
             trainable, param_space=_tune_space(spec),
             tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=spec.num_samples,
                                         max_concurrent_trials=None if search_alg else concurrent, reuse_actors=False,
-                                        scheduler=pareto_scheduler(spec, experiment_path)),
+                                        scheduler=pareto_scheduler(spec)),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage, verbose=tune_verbosity(verbose), callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=spec.max_retries),

@@ -7,51 +7,57 @@ or is stopped (STOP) by ``rungs.continues``. Tune marks the result a trial was s
 
 A trial is judged at most once per rung, whatever happens: a retried or resumed trial that reports a rung
 epoch again is not judged again, and a trial once stopped is stopped again should it ever report (a
-sweep interrupted between the decision and Tune's stop). Tune saves its searcher with the experiment
-but not its scheduler (``Tuner.restore`` brings back the scheduler pickled when the sweep started), so
-the scheduler keeps its rung records in ``latune_rungs.json`` in the experiment folder (any pyarrow
-filesystem), written before each decision is returned and read back in ``set_search_properties``,
-which Tune calls at the start of every ``fit``, the resumed ones included.
+sweep interrupted between the decision and Tune's stop). Tune saves its searcher with the experiment but
+not its scheduler (``Tuner.restore`` unpickles the scheduler as it was when the sweep started), so a
+resumed sweep rebuilds the rung records from Tune's own results: ``on_trial_add``, which Tune calls for
+every restored trial, replays the trial's result.json. Tune writes a result there in the same step in
+which the scheduler judged it, so the records come back exactly as they were, each in its rung's arrival
+order (Tune's timestamps), and a trial's STOP comes back from its ``done`` flag.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from latune.analysis.constraints import Constraint
+from latune.analysis.outcome import stopped_early
 from latune.sweep.rungs import EarlyStopping, continues, rung_entry
 from latune.sweep.spec import SweepSpec
 
-__all__ = ["ParetoHalvingScheduler", "RUNGS_FILE", "pareto_scheduler"]
-
-RUNGS_FILE = "latune_rungs.json"  # in Tune's experiment folder: the scheduler's rung records
+__all__ = ["ParetoHalvingScheduler", "pareto_scheduler"]
 
 
 class ParetoHalvingScheduler(FIFOScheduler):
     """Multi-objective ASHA over the sweep's ``objectives`` (metric -> "max" | "min"), judging results by
-    epoch (the trainable's ``epoch``, which a resumed trial continues, unlike Tune's iteration count)."""
+    epoch (the trainable's ``epoch``, which a resumed trial continues, unlike Tune's iteration count).
 
-    def __init__(self, objectives: Mapping[str, str], settings: EarlyStopping, constraints: Sequence[Constraint] = (),
-                 state_path: str | None = None) -> None:
+    ``rungs`` maps each rung epoch to ``{trial id: [objective values..., violation, timestamp]}`` in arrival
+    order; ``stopped`` maps each stopped trial to the rung epoch it was stopped at.
+    """
+
+    def __init__(self, objectives: Mapping[str, str], settings: EarlyStopping,
+                 constraints: Sequence[Constraint] = ()) -> None:
         super().__init__()
         self.objectives = dict(objectives)
         self.settings = settings
         self.constraints = tuple(constraints)
-        self.state_path = state_path  # folder or URI of the experiment; None = keep nothing (tests)
-        self.rungs: dict[int, dict[str, list[float]]] = {m: {} for m in settings.rungs}  # epoch -> trial -> entry
-        self.stopped: dict[str, int] = {}  # trial id -> the rung epoch it was stopped at
+        self.rungs: dict[int, dict[str, list[float]]] = {m: {} for m in settings.rungs}
+        self.stopped: dict[str, int] = {}
 
     # -- Tune's hooks -------------------------------------------------------------------------------
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
-        """Tune's start of every fit: load the rung records of an earlier session (a resumed sweep)."""
-        if self.state_path is not None:
-            self.restore(self.state_path)
-        return True
+        return True  # the objectives are the scheduler's own; Tune's single metric and mode do not apply
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        """A new trial, or one restored with results behind it (a resumed sweep): replay those."""
+        if (trial.last_result or {}).get("epoch") is not None:  # a new trial's holds only Tune's bookkeeping
+            self.replay(trial.trial_id, _saved_results(trial))
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         return self.judge(trial.trial_id, result)
@@ -62,62 +68,74 @@ class ParetoHalvingScheduler(FIFOScheduler):
                 f"pruned {len(self.stopped)}")
 
     def save(self, checkpoint_path: str) -> None:
-        """Write the rung records to ``checkpoint_path/RUNGS_FILE`` (local folder or pyarrow URI)."""
-        filesystem, root = _filesystem(checkpoint_path)
-        state = {"rungs": {str(m): entries for m, entries in self.rungs.items()}, "stopped": self.stopped,
-                 "objectives": list(self.objectives)}
-        filesystem.create_dir(root, recursive=True)
-        target = f"{root.rstrip('/')}/{RUNGS_FILE}"
-        with filesystem.open_output_stream(target + ".tmp") as out:
-            out.write(json.dumps(state).encode())
-        filesystem.move(target + ".tmp", target)  # never a half-written file to resume from
+        """TrialScheduler's checkpoint API: the records as JSON in the file ``checkpoint_path``."""
+        state = {"rungs": {str(m): entries for m, entries in self.rungs.items()}, "stopped": self.stopped}
+        Path(checkpoint_path).write_text(json.dumps(state))
 
     def restore(self, checkpoint_path: str) -> None:
-        """Merge the records saved in ``checkpoint_path/RUNGS_FILE`` (nothing when there is none)."""
-        filesystem, root = _filesystem(checkpoint_path)
-        try:
-            with filesystem.open_input_stream(f"{root.rstrip('/')}/{RUNGS_FILE}") as handle:
-                state = json.loads(handle.read().decode())
-        except (FileNotFoundError, OSError):
-            return
-        for epoch, entries in state.get("rungs", {}).items():
-            self.rungs.setdefault(int(epoch), {}).update(entries)
-        self.stopped.update({k: int(v) for k, v in state.get("stopped", {}).items()})
+        state = json.loads(Path(checkpoint_path).read_text())
+        self.rungs = {int(m): dict(entries) for m, entries in state["rungs"].items()}
+        self.stopped = {k: int(v) for k, v in state["stopped"].items()}
 
     # -- the decision -------------------------------------------------------------------------------
     def judge(self, trial_id: str, result: Mapping[str, Any]) -> str:
         """CONTINUE or STOP for one reported result (module docstring)."""
         if trial_id in self.stopped:
             return TrialScheduler.STOP
+        for milestone in self._new_rungs(trial_id, result):
+            recorded = self.rungs[milestone]
+            recorded[trial_id] = self._entry(result)
+            entries = list(recorded.values())
+            if not continues([e[:-2] for e in entries], list(self.objectives.values()), list(recorded).index(trial_id),
+                             self.settings.reduction_factor, [e[-2] for e in entries]):
+                self.stopped[trial_id] = milestone
+                return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def replay(self, trial_id: str, history: Sequence[Mapping[str, Any]]) -> None:
+        """Record what ``judge`` recorded for these results of one trial (in the order Tune received them),
+        without judging again; a result marked ``done`` before the budget is the trial's STOP."""
+        for result in history:
+            for milestone in self._new_rungs(trial_id, result):
+                self.rungs[milestone][trial_id] = self._entry(result)
+                stamps = self.rungs[milestone]
+                self.rungs[milestone] = dict(sorted(stamps.items(), key=lambda item: item[1][-1]))  # stable
+        if stopped_early(history, self.settings.budget):
+            reached = [m for m in self.settings.rungs if trial_id in self.rungs[m]]
+            self.stopped[trial_id] = reached[-1] if reached else 0
+
+    def _new_rungs(self, trial_id: str, result: Mapping[str, Any]) -> list[int]:
+        """The rungs this result reaches that hold nothing of this trial yet."""
         epoch = result.get("epoch")
         if not isinstance(epoch, (int, float)):
-            return TrialScheduler.CONTINUE
-        decision, recorded_now = TrialScheduler.CONTINUE, False
-        for milestone in self.settings.rungs:
-            recorded = self.rungs.setdefault(milestone, {})
-            if epoch < milestone or trial_id in recorded:
-                continue
-            recorded[trial_id] = rung_entry(result, list(self.objectives), self.constraints)
-            recorded_now = True
-            entries = list(recorded.values())  # arrival order: this trial's entry is the last
-            if not continues([e[:-1] for e in entries], list(self.objectives.values()), len(entries) - 1,
-                             self.settings.reduction_factor, [e[-1] for e in entries]):
-                self.stopped[trial_id] = milestone
-                decision = TrialScheduler.STOP
-                break
-        if recorded_now and self.state_path is not None:
-            self.save(self.state_path)
-        return decision
+            return []
+        return [m for m in self.settings.rungs if m <= epoch and trial_id not in self.rungs.setdefault(m, {})]
+
+    def _entry(self, result: Mapping[str, Any]) -> list[float]:
+        stamp = result.get("timestamp")
+        return rung_entry(result, list(self.objectives), self.constraints) + [
+            float(stamp) if isinstance(stamp, (int, float)) else time.time()]
 
 
-def _filesystem(location: str) -> tuple[Any, str]:
-    import pyarrow.fs
+def _saved_results(trial: Any) -> list[dict[str, Any]]:
+    """Every result Tune wrote to the trial's result.json (any pyarrow filesystem), in order."""
+    storage = trial.storage
+    try:
+        with storage.storage_filesystem.open_input_stream(f"{storage.trial_fs_path}/result.json") as handle:
+            lines = handle.read().decode().splitlines()
+    except (OSError, RuntimeError):  # not written yet, or storage Tune has not set up: the last result alone
+        return [dict(trial.last_result)]
+    results = []
+    for line in lines:
+        try:
+            results.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a driver that died while writing it
+            continue
+    return results
 
-    return pyarrow.fs.FileSystem.from_uri(location if "://" in location else f"file://{os.path.abspath(location)}")
 
-
-def pareto_scheduler(spec: SweepSpec, experiment_path: str) -> ParetoHalvingScheduler | None:
-    """The sweep's early-stopping scheduler, keeping its rungs in ``experiment_path``; None when it is off."""
+def pareto_scheduler(spec: SweepSpec) -> ParetoHalvingScheduler | None:
+    """The sweep's early-stopping scheduler; None when it is off."""
     if spec.early_stopping is None:
         return None
-    return ParetoHalvingScheduler(spec.objectives, spec.early_stopping, spec.constraints, state_path=experiment_path)
+    return ParetoHalvingScheduler(spec.objectives, spec.early_stopping, spec.constraints)
