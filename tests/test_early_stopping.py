@@ -201,3 +201,36 @@ def test_the_backfill_marks_pruned_trials_as_the_live_sweep_does(tmp_path):
     assert runs["aaaaa_00001"].info.status == "KILLED" and runs["aaaaa_00001"].data.tags["latune.status"] == "pruned"
     assert runs["aaaaa_00002"].data.tags["latune.status"] == "killed"  # interrupted, not pruned
     assert runs["aaaaa_00001"].data.tags["pareto"] == "false" and runs["aaaaa_00000"].data.tags["pareto"] == "true"
+
+
+def test_a_grid_sweep_stops_early_with_the_cli_flag(tmp_path):
+    """--early-stopping GRACE,ETA on a grid sweep without early_stopping in its file. One trial at a time: the first
+    trial is the first at every rung, so it always goes on; the others meet the results before them."""
+    grid = {**SWEEP, "search": {"algorithm": "grid", "max_concurrent": 1}, "space": {"attack.eps": [0.1, 0.0, 0.001, 0.08]}}
+    del grid["early_stopping"]
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    done = subprocess.run([sys.executable, "-m", "latune.sweep", "grid.yaml", "--no-mlflow", "--verbose", "0",
+                           "--early-stopping", "1,2"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env=_env())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = pd.read_parquet(_experiment(tmp_path) / "results.parquet")
+    first = table.set_index("attack.eps").loc[0.1]
+    assert first["status"] == "TERMINATED" and first["epochs_done"] == BUDGET
+    pruned = table[table["status"] == "PRUNED"]
+    assert len(pruned) >= 1 and set(pruned["epochs_done"]) <= set(RUNGS), table[["attack.eps", "status", "epochs_done"]]
+    assert set(table["status"]) <= {"TERMINATED", "PRUNED"} and (table.loc[table["pareto"], "status"] == "TERMINATED").all()
+    assert f"{len(pruned)} pruned" in done.stdout
+
+
+def test_dry_run_shows_the_rungs_and_the_flags_turn_them_off(tmp_path, capsys):
+    from latune.cli.sweep import main
+
+    (tmp_path / "es.yaml").write_text(yaml.safe_dump(SWEEP))
+    assert main([str(tmp_path / "es.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "early stopping: rungs at epochs 1, 2 of 4 (grace 1, reduction factor 2)" in out
+    assert "constraints: robust_acc >= 0.02" in out
+    assert main([str(tmp_path / "es.yaml"), "--dry-run", "--no-early-stopping"]) == 0
+    assert "early stopping: off" in capsys.readouterr().out
+    assert main([str(tmp_path / "es.yaml"), "--dry-run", "--early-stopping", "4,2"]) == 2
+    assert "error: --early-stopping.grace_epochs: must be auto or an integer from 1 to 3" in capsys.readouterr().err

@@ -85,13 +85,25 @@ def test_a_rung_with_fewer_than_eta_results_lets_every_trial_through():
     assert not continues([FRONT_A, FRONT_B, DOMINATED], MAX3, index=2, eta=3)  # the third: only the best goes on
 
 
-def test_infeasible_ranks_below_feasible_and_by_violation():
+def test_infeasible_ranks_below_feasible_and_by_objectives_plus_violation():
     # DOMINATED is feasible; FRONT_A misses a constraint: the feasible one goes first
     assert rung_order([FRONT_A, DOMINATED], MAX3, violations=[0.1, 0.0]) == [1, 0]
     assert not continues([DOMINATED, FRONT_A], MAX3, index=1, eta=2, violations=[0.0, 0.1])
-    # two infeasible: the smaller violation first, whatever the objectives say
-    assert rung_order([FRONT_A, DOMINATED], MAX3, violations=[0.3, 0.05]) == [1, 0]
+    # among infeasible ones the violation is one more objective: better objectives and a smaller miss win
+    assert rung_order([DOMINATED, FRONT_A], MAX3, violations=[0.3, 0.05]) == [1, 0]
+    # a larger miss with better objectives is a trade-off, not a defeat: both on one front, ε-net order
+    assert rung_order([DOMINATED, FRONT_A], MAX3, violations=[0.05, 0.3]) == [1, 0]
     assert rung_order([FRONT_A, DOMINATED, FRONT_B], MAX3, violations=[0.2, 0.2, 0.0]) == [2, 0, 1]
+    # a metric that was not reported misses by infinity: after every finite miss
+    assert rung_order([FRONT_A, DOMINATED], MAX3, violations=[math.inf, 0.5]) == [1, 0]
+
+
+def test_a_rung_where_every_result_misses_the_bound_still_ranks_by_every_objective():
+    # early epochs: robust_acc >= 0.9 holds for nobody; ranking by the miss alone would keep the most robust
+    rung = [(0.90, 0.40, 0.10), (0.30, 0.45, 0.40), (0.85, 0.30, 0.05), (0.20, 0.10, 0.50)]
+    misses = [0.9 - r[1] for r in rung]
+    assert rung_order(rung, MAX3, violations=misses) == rung_order(rung, MAX3)
+    assert rung_order(rung, MAX3, violations=misses)[0] == 0  # the best clean accuracy seeds the ε-net
 
 
 def test_ties_within_a_front_follow_the_epsilon_net():

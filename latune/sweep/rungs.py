@@ -17,8 +17,11 @@ alternative: it gives every extreme point of a front an infinite distance, and w
 results in three objectives most front members are extreme points, so it would leave most ties to
 arrival order; the ε-net orders a whole front. (Syne Tune's MO-ASHA, which this follows, reads the
 sorted order its ε-net returns as per-item priorities and then judges the trial by the position of
-whichever item sorts last; here the position of the trial's own result decides.) Infeasible results go
-by total violation, then by non-dominated rank among themselves.
+whichever item sorts last; here the position of the trial's own result decides.) Infeasible results are
+ranked the same way among themselves with their total violation as one more objective to minimise (not
+by violation alone, NSGA-II's rule for whole populations: in early epochs every result may still miss an
+absolute bound such as robust_acc >= 0.2, and ranking by violation alone would then judge on that one
+metric); results whose constrained metric is missing or NaN come after them.
 """
 
 from __future__ import annotations
@@ -146,12 +149,15 @@ def rung_order(values: Any, directions: Sequence[str], violations: Sequence[floa
     finite = ~np.isnan(q).any(axis=1)
     low, high = (np.nanmin(q[finite], axis=0), np.nanmax(q[finite], axis=0)) if finite.any() else (0.0, 1.0)
     scaled = (q - low) / np.where(high > low, high - low, 1.0)
-    feasible = np.flatnonzero(finite & (gap == 0))
-    order = _ranked(q, feasible, scaled)
-    infeasible = np.flatnonzero(finite & (gap != 0))
-    if len(infeasible):
-        within = dict(zip(_ranked(q, infeasible, scaled), range(len(infeasible))))
-        order += sorted(map(int, infeasible), key=lambda i: (gap[i], within[i]))
+    order = _ranked(q, np.flatnonzero(finite & (gap == 0)), scaled)
+    # infeasible: the violation is one more objective (minimised), so a rung where every result still misses
+    # an absolute bound (early epochs) keeps ranking by all the objectives, not by the constrained metric alone
+    missed = np.flatnonzero(finite & (gap > 0) & np.isfinite(gap))
+    if len(missed):
+        spread = max(float(gap[missed].max() - gap[missed].min()), 1e-12)
+        with_gap = np.column_stack([q, np.where(np.isfinite(gap), gap, 0.0)])
+        order += _ranked(with_gap, missed, np.column_stack([scaled, (with_gap[:, -1] - gap[missed].min()) / spread]))
+    order += _ranked(q, np.flatnonzero(finite & np.isinf(gap)), scaled)  # a constraint metric not reported
     return order + [int(i) for i in np.flatnonzero(~finite)]
 
 

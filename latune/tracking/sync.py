@@ -46,7 +46,8 @@ def _results(text: str) -> list[dict[str, Any]]:
 def read_trials(experiment_path: str) -> list[TrialRecord]:
     """One record per trial folder (a folder with params.json), status from the files: FINISHED when it
     reported its last epoch (optim.epochs of its resolved config), else FAILED when Tune wrote
-    error.txt, else KILLED (interrupted; a resume continues it)."""
+    error.txt, else KILLED: ``pruned`` when its last result is the one the early-stopping scheduler stopped
+    it on (latune.analysis.outcome), otherwise interrupted (a resume continues it)."""
     import pyarrow.fs
 
     filesystem, root = pyarrow.fs.FileSystem.from_uri(

@@ -11,7 +11,8 @@ Layout (README, section MLflow):
   resolved config as flat dotted keys; every scalar metric of every epoch with step = epoch (none of
   Ray's bookkeeping); ``pareto_rank`` (0 = front, -1 = not finished) with step = finished trials and
   tag ``pareto`` = true/false; status RUNNING, FINISHED, FAILED (error in tag ``latune.error`` and the
-  run's description) or KILLED; artifacts config.yaml, class_errors.csv/.png, error.txt and, when
+  run's description) or KILLED, told apart by tag ``latune.status`` (running, finished, failed, pruned:
+  stopped at a rung, killed: interrupted); with constraints, tag ``feasible`` = true/false; artifacts config.yaml, class_errors.csv/.png, error.txt and, when
   asked for, the final checkpoint under checkpoint/.
 
 ``SweepTracker`` is idempotent: it finds runs by tags (never a second run for a trial), logs only the
