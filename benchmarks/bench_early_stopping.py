@@ -186,14 +186,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="latune-bench-es-") as storage:
         for seed in seeds:
             full_spec, es_spec = _specs(args, seed)
-            run = {"seed": seed, "full": _run(full_spec, storage, f"full-{seed}"), "es": _run(es_spec, storage, f"es-{seed}")}
+            run = {"seed": seed, "full": _run(full_spec, storage, f"full-{seed}"),
+                   "es": _run(es_spec, storage, f"es-{seed}")}
             runs.append(run)
             per_seed.append({"seed": seed, **_compare(run["full"], run["es"]),
                              "full_statuses": run["full"]["statuses"], "es_statuses": run["es"]["statuses"]})
             _print(seed, per_seed[-1])
     ray.shutdown()
-    title = (f"pareto on digits: {args.trials} full trials vs {args.es_trials} with early stopping (grace {args.grace}, "
-             f"η {args.eta}), {args.epochs} epochs each\n{args.limit_train} train images, PGD-{args.attack_steps} training, "
+    title = (f"pareto on digits: {args.trials} full trials vs {args.es_trials} with early stopping "
+             f"(grace {args.grace}, η {args.eta}), {args.epochs} epochs each\n"
+             f"{args.limit_train} train images, PGD-{args.attack_steps} training, "
              f"PGD-{args.eval_steps} on {args.eval_images} eval images")
     plotted = True
     try:

@@ -67,8 +67,8 @@ def test_bench_sweep_quick_reports_sweep_plain_and_ray_figures(tmp_path):
 def test_bench_early_stopping_small_reports_hypervolume_per_epoch_and_saves_the_png(tmp_path):
     bench = BENCH.with_name("bench_early_stopping.py")
     env = {**__import__("os").environ, "RAY_ADDRESS": "local"}
-    proc = subprocess.run([sys.executable, str(bench), "--small", "--out", str(tmp_path / "es.png")], capture_output=True,
-                          text=True, timeout=600, cwd=tmp_path, env=env)
+    proc = subprocess.run([sys.executable, str(bench), "--small", "--out", str(tmp_path / "es.png")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     [seed] = result["per_seed"]

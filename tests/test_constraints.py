@@ -1,4 +1,4 @@
-"""latune.analysis.constraints and latune.analysis.outcome: feasibility, pruned trials, and what they do to the front."""
+"""latune.analysis.constraints and .outcome: feasibility, pruned trials, and what they do to the front."""
 
 import math
 

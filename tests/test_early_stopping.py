@@ -206,7 +206,8 @@ def test_the_backfill_marks_pruned_trials_as_the_live_sweep_does(tmp_path):
 def test_a_grid_sweep_stops_early_with_the_cli_flag(tmp_path):
     """--early-stopping GRACE,ETA on a grid sweep without early_stopping in its file. One trial at a time: the first
     trial is the first at every rung, so it always goes on; the others meet the results before them."""
-    grid = {**SWEEP, "search": {"algorithm": "grid", "max_concurrent": 1}, "space": {"attack.eps": [0.1, 0.0, 0.001, 0.08]}}
+    grid = {**SWEEP, "search": {"algorithm": "grid", "max_concurrent": 1},
+            "space": {"attack.eps": [0.1, 0.0, 0.001, 0.08]}}
     del grid["early_stopping"]
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
     done = subprocess.run([sys.executable, "-m", "latune.sweep", "grid.yaml", "--no-mlflow", "--verbose", "0",
@@ -218,7 +219,8 @@ def test_a_grid_sweep_stops_early_with_the_cli_flag(tmp_path):
     assert first["status"] == "TERMINATED" and first["epochs_done"] == BUDGET
     pruned = table[table["status"] == "PRUNED"]
     assert len(pruned) >= 1 and set(pruned["epochs_done"]) <= set(RUNGS), table[["attack.eps", "status", "epochs_done"]]
-    assert set(table["status"]) <= {"TERMINATED", "PRUNED"} and (table.loc[table["pareto"], "status"] == "TERMINATED").all()
+    assert set(table["status"]) <= {"TERMINATED", "PRUNED"}
+    assert (table.loc[table["pareto"], "status"] == "TERMINATED").all()
     assert f"{len(pruned)} pruned" in done.stdout
 
 

@@ -57,9 +57,11 @@ def test_a_resumed_sweep_rebuilds_the_rungs_from_the_trials_results(tmp_path):
     """Tuner.restore unpickles the scheduler as it started; on_trial_add replays each trial's result.json."""
     import pyarrow.fs
 
-    history = {"a": [_at(1, GOOD) | {"timestamp": 100, "done": False}, _at(2, GOOD) | {"timestamp": 102, "done": False}],
-               "b": [_at(1, BAD) | {"timestamp": 101, "done": False}],
-               "c": [_at(1, GOOD | {"clean_acc": 0.95}) | {"timestamp": 103, "done": False}, _at(2, BAD) | {"timestamp": 104, "done": False}]}
+    def report(epoch, metrics, stamp):
+        return _at(epoch, metrics) | {"timestamp": stamp, "done": False}
+
+    history = {"a": [report(1, GOOD, 100), report(2, GOOD, 102)], "b": [report(1, BAD, 101)],
+               "c": [report(1, GOOD | {"clean_acc": 0.95}, 103), report(2, BAD, 104)]}
     first = _scheduler()
     decisions = {}
     for result in sorted((r | {"id": t} for t, rs in history.items() for r in rs), key=lambda r: r["timestamp"]):

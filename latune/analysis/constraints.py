@@ -54,7 +54,8 @@ def parse_constraints(raw: Any, allowed: Sequence[str], where: str = "constraint
         low, high = bounds.get("min"), bounds.get("max")
         if low is not None and high is not None and low > high:
             raise ConfigError(f"{where}.{metric}: min must be <= max, got min {low} and max {high}")
-        parsed.append(Constraint(str(metric), None if low is None else float(low), None if high is None else float(high)))
+        parsed.append(Constraint(str(metric), None if low is None else float(low),
+                                 None if high is None else float(high)))
     return tuple(parsed)
 
 

@@ -102,7 +102,8 @@ class LatuneOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr(_CONSTRAINTS_ATTR, list(gaps.values()))
 
 
-def optuna_search(spec: SweepSpec, storage_url: str, study_name: str, concurrent: int, budget: int) -> ConcurrencyLimiter:
+def optuna_search(spec: SweepSpec, storage_url: str, study_name: str, concurrent: int,
+                  budget: int) -> ConcurrencyLimiter:
     """The sweep's searcher: one objective per metric (multi-objective), the sweep's sampler and seed,
     the study in ``storage_url`` (Optuna RDB), at most ``concurrent`` trials asked for at once."""
     samplers = {"nsga2": optuna.samplers.NSGAIISampler, "tpe": optuna.samplers.TPESampler,

@@ -122,8 +122,6 @@ def _epsilon_net(points: Any) -> list[int]:
 
 def _ranked(q: Any, rows: Any, scaled: Any) -> list[int]:
     """``rows`` (indices into q, finite) by non-dominated rank, each front in ε-net order."""
-    import numpy as np
-
     from latune.analysis.pareto import non_dominated_ranks
 
     if len(rows) == 0:

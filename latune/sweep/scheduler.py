@@ -41,6 +41,8 @@ class ParetoHalvingScheduler(FIFOScheduler):
     order; ``stopped`` maps each stopped trial to the rung epoch it was stopped at.
     """
 
+    _supports_buffered_results = False  # one result per call: a trial stops at its rung, not epochs later
+
     def __init__(self, objectives: Mapping[str, str], settings: EarlyStopping,
                  constraints: Sequence[Constraint] = ()) -> None:
         super().__init__()

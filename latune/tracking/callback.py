@@ -263,6 +263,6 @@ def use_callbacks_on_restore(tuner: Any, callbacks: Sequence[tune.Callback]) -> 
                       "MLflow with the settings it was started with", RuntimeWarning, stacklevel=2)
         return
     run_config = internal.get_run_config()
-    replaced = (MlflowCallback, *{type(c) for c in callbacks})  # e.g. latune's progress table: never two
-    kept = [c for c in (run_config.callbacks or []) if not isinstance(c, replaced)]
+    # latune's own callbacks (MLflow, the progress table) are this invocation's; anything else is kept
+    kept = [c for c in (run_config.callbacks or []) if not type(c).__module__.startswith("latune.")]
     run_config.callbacks = kept + list(callbacks)

@@ -12,8 +12,8 @@ Layout (README, section MLflow):
   Ray's bookkeeping); ``pareto_rank`` (0 = front, -1 = not finished) with step = finished trials and
   tag ``pareto`` = true/false; status RUNNING, FINISHED, FAILED (error in tag ``latune.error`` and the
   run's description) or KILLED, told apart by tag ``latune.status`` (running, finished, failed, pruned:
-  stopped at a rung, killed: interrupted); with constraints, tag ``feasible`` = true/false; artifacts config.yaml, class_errors.csv/.png, error.txt and, when
-  asked for, the final checkpoint under checkpoint/.
+  stopped at a rung, killed: interrupted); with constraints, tag ``feasible`` = true/false; artifacts
+  config.yaml, class_errors.csv/.png, error.txt and, when asked for, the final checkpoint under checkpoint/.
 
 ``SweepTracker`` is idempotent: it finds runs by tags (never a second run for a trial), logs only the
 epochs MLflow lacks, and changes a status, rank or tag only when it differs. The same code serves the
