@@ -95,3 +95,27 @@ def test_bench_sweep_quick_reports_ray_and_mlflow_costs_apart(tmp_path):
     assert any("MLflow off on both sides" in line for line in lines)
     assert any("MLflow's cost, same Ray sweep" in line for line in lines)
     assert not list(tmp_path.iterdir())  # runs, checkpoints and the MLflow store live in temporary folders
+
+
+@pytest.mark.slow
+def test_bench_early_stopping_small_reports_hypervolume_per_epoch_and_saves_the_png(tmp_path):
+    bench = BENCH.with_name("bench_early_stopping.py")
+    env = {**os.environ, "RAY_ADDRESS": "local"}
+    proc = subprocess.run([sys.executable, str(bench), "--small", "--out", str(tmp_path / "es.png")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    [seed] = result["per_seed"]
+    assert seed["full_epochs"] == 2 * 2 and seed["full_statuses"] == {"TERMINATED": 2}
+    assert sum(seed["es_statuses"].values()) == 4 and set(seed["es_statuses"]) <= {"TERMINATED", "PRUNED"}
+    for split in ("validation", "test"):
+        figures = seed[split]
+        assert 0 <= figures["es_hv_at_full_budget"] <= figures["es_hv_final"] <= 1 and 0 <= figures["full_hv"] <= 1
+        assert figures["fraction_to_reach"] is None or 0 < figures["fraction_to_reach"] <= 1
+        assert {"fraction_to_reach", "seeds_reached", "goal_met", "full_hv"} <= set(result["summary"][split])
+    for key in ("full", "es"):  # curves start at 0 epochs and never lose hypervolume
+        points = result["curves"][0][key]
+        assert points[0] == [0, {"validation": 0.0, "test": 0.0}]
+        assert [p[0] for p in points] == sorted(p[0] for p in points)
+        assert all(a[1]["validation"] <= b[1]["validation"] + 1e-12 for a, b in zip(points, points[1:]))
+    assert (tmp_path / "es.png").stat().st_size > 10_000 and result["png"] == str(tmp_path / "es.png")

@@ -227,11 +227,15 @@ def front_table(
 
 def rank_trials(table: pd.DataFrame, objectives: Mapping[str, Direction]) -> pd.DataFrame:
     """A sweep's trials (one row each, with ``trial_id``, ``status`` and the objective columns) with
-    ``pareto_rank`` over the finished ones (status TERMINATED; 0 = front) and -1 for every other row, and
-    ``pareto`` (rank 0). Rows come front first, unranked last, ties by trial_id; the index is reset. This
-    is how results.parquet, MLflow and ``python -m latune.pareto`` rank a sweep, so they agree."""
+    ``pareto_rank`` over the finished ones (status TERMINATED, and ``feasible`` where the table has that
+    column; 0 = front) and -1 for every other row, and ``pareto`` (rank 0). Rows come front first, unranked
+    last, ties by trial_id; the index is reset. This is how results.parquet, MLflow and
+    ``python -m latune.pareto`` rank a sweep, so they agree."""
     table = table.copy()
-    ranked = front_table(table[table["status"] == "TERMINATED"], objectives)
+    ranked_rows = table["status"] == "TERMINATED"
+    if "feasible" in table:  # constraints (latune.analysis.constraints): infeasible trials stay off the front
+        ranked_rows &= table["feasible"].fillna(False).astype(bool)
+    ranked = front_table(table[ranked_rows], objectives)
     table["pareto_rank"] = -1
     table.loc[ranked.index, "pareto_rank"] = ranked["pareto_rank"]
     table["pareto"] = table["pareto_rank"] == 0

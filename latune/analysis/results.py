@@ -19,6 +19,8 @@ from typing import Any
 
 import pandas as pd
 
+from latune.analysis.constraints import Constraint, is_feasible
+from latune.analysis.outcome import PRUNED, stopped_early
 from latune.analysis.pareto import rank_trials
 
 __all__ = ["RAY_KEYS", "PLACEMENT_KEYS", "trial_row", "results_table", "parquet_ready", "write_parquet",
@@ -41,7 +43,8 @@ def trial_row(trial_id: str, config: Mapping[str, Any], history: Sequence[Mappin
     value of each objective over epochs."""
     final = dict(history[-1]) if history else {}
     done = int(final.get("epoch", 0) or 0)
-    status = "ERROR" if error else ("TERMINATED" if done >= epochs else "UNFINISHED")
+    status = "ERROR" if error else ("TERMINATED" if done >= epochs else
+                                    PRUNED if stopped_early(history, epochs) else "UNFINISHED")
     row: dict[str, Any] = {"trial_id": trial_id, "status": status, "error": error, "epochs_done": done}
     row.update({key: value for key, value in config.items()})
     for key, value in final.items():
@@ -56,12 +59,17 @@ def trial_row(trial_id: str, config: Mapping[str, Any], history: Sequence[Mappin
     return row
 
 
-def results_table(rows: Iterable[Mapping[str, Any]], objectives: Mapping[str, str]) -> pd.DataFrame:
-    """Rows with `pareto_rank` (0 = front; -1 = unfinished or failed) and `pareto`, best first. Every
-    objective has its column and its ``test_`` column (NaN where a trial has no value)."""
+def results_table(rows: Iterable[Mapping[str, Any]], objectives: Mapping[str, str],
+                  constraints: Sequence[Constraint] = ()) -> pd.DataFrame:
+    """Rows with `feasible` (final metrics within ``constraints``), `pareto_rank` (0 = front among the
+    feasible trials that trained their whole budget; -1 = unfinished, pruned, failed or infeasible) and
+    `pareto`, best first. Every objective has its column and its ``test_`` column (NaN where a trial has
+    no value)."""
     frame = pd.DataFrame(list(rows))
     if frame.empty:
-        return frame.assign(pareto_rank=pd.Series(dtype=int), pareto=pd.Series(dtype=bool))
+        return frame.assign(feasible=pd.Series(dtype=bool), pareto_rank=pd.Series(dtype=int),
+                            pareto=pd.Series(dtype=bool))
+    frame["feasible"] = [is_feasible(row, constraints) for row in frame.to_dict("records")]
     for metric in objectives:
         for column in (metric, TEST_PREFIX + metric):
             if column not in frame:

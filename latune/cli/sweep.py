@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from latune.cli.common import UserError, add_config_arguments, config_overrides, guarded
+from latune.cli.early_stopping import (add_early_stopping_flags, early_stopping_lines, feasibility_note,
+                                       with_early_stopping_flags)
 from latune.config import ConfigError
 from latune.sweep.run import DEFAULT_STORAGE, SweepOutcome, experiment_name, resolved_epochs, run_sweep
 from latune.sweep.spec import SweepSpec, grid_points, load_sweep, shipped_sweeps_dir
@@ -25,6 +27,7 @@ def _dry_run(spec: SweepSpec, storage: str) -> str:
              f"resources per trial: cpu {spec.cpu:g}, gpu {spec.gpu}; max_concurrent {spec.max_concurrent or 'auto'}; "
              f"max_retries {spec.max_retries}; epochs {resolved_epochs(spec)}",
              "base: " + ", ".join(f"{k}={v}" for k, v in spec.base.items())]
+    lines += early_stopping_lines(spec)
     sampled = [d for d in spec.space if d.kind != "grid"]
     if spec.algorithm == "grid":
         points = grid_points(spec)
@@ -84,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     parser.add_argument("--mlflow-checkpoints", action="store_true", help="log each trial's final checkpoint "
                                                                          "to MLflow")
+    add_early_stopping_flags(parser)
     return parser
 
 
@@ -117,7 +121,7 @@ def _print_outcome(spec: SweepSpec, outcome: SweepOutcome, sweep: str) -> int:
     table = outcome.table
     counts = table["status"].value_counts().to_dict() if len(table) else {}
     print(format_front(table, spec.objectives, [d.key for d in spec.space]))
-    print("trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
+    print("trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()) + feasibility_note(spec, table))
     for _, row in (table[table["status"] == "ERROR"] if len(table) else table).iterrows():
         print(f"  {row['trial_id']} failed: {row['error']}")
     print(f"results: {outcome.results_path}\nTune: {outcome.experiment_path}")
@@ -138,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.sweep:
             raise UserError("name a sweep (python -m latune.sweep --list shows them)")
         spec = load_sweep(args.sweep, data=args.data or "digits", overrides=config_overrides(args, data=False))
-        spec = replace(spec, **_resource_changes(args))
+        spec = with_early_stopping_flags(replace(spec, **_resource_changes(args)), args)
         if args.dry_run:
             print(_dry_run(spec, args.storage))
             return 0

@@ -75,32 +75,6 @@ def _tune_space(spec: SweepSpec) -> dict[str, Any]:
     return space
 
 
-def _optuna_search(spec: SweepSpec, storage_url: str, study_name: str, concurrent: int):
-    import optuna
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    class _FailAwareOptunaSearch(OptunaSearch):
-        """Tells Optuna FAIL for an errored trial even if it reported epochs before failing, and for NaN
-        objectives (Ray's version tells COMPLETE, or leaves the trial RUNNING when tell() raises)."""
-
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            values = [None if result is None else result.get(m) for m in self._metric]
-            bad = any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values)
-            if trial_id in self._ot_trials and trial_id not in self._completed_trials and (error or bad):
-                self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
-                self._completed_trials.add(trial_id)
-                return
-            super().on_trial_complete(trial_id, result, error)
-
-    samplers = {"nsga2": optuna.samplers.NSGAIISampler, "tpe": optuna.samplers.TPESampler,
-                "random": optuna.samplers.RandomSampler}
-    search = _FailAwareOptunaSearch(
-        metric=list(spec.objectives), mode=list(spec.objectives.values()), sampler=samplers[spec.sampler](seed=spec.seed),
-        study_name=study_name, storage=optuna.storages.RDBStorage(storage_url))
-    return ConcurrencyLimiter(search, max_concurrent=concurrent)
-
-
 def experiment_name(spec: SweepSpec) -> str:
     return f"{spec.name}-{spec.base['data.name']}"
 
@@ -146,6 +120,7 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
     (default $MLFLOW_TRACKING_URI, else ./mlflow.db), experiment ``mlflow_experiment`` (default the sweep's name).
     """
     from latune.analysis.results import results_table, write_parquet
+    from latune.sweep.progress import progress_callbacks
     from latune.tracking.callback import tracking_callbacks
 
     # a checkpoint every epoch from several trials makes Tune warn about state snapshots; expected here
@@ -153,8 +128,9 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
     plan = _plan(spec, storage, name, resume, optuna_storage, address, verbose)
     callbacks = tracking_callbacks(spec, plan.experiment_path, enabled=mlflow, tracking_uri=tracking_uri,
                                    experiment=mlflow_experiment, log_checkpoints=mlflow_checkpoints)
+    callbacks += progress_callbacks(spec, resolved_epochs(spec), verbose)
     grid = _tuner(spec, plan, callbacks, resume=resume, verbose=verbose).fit()
-    table = results_table(_rows(spec, grid), spec.objectives)
+    table = results_table(_rows(spec, grid), spec.objectives, spec.constraints)
     results_path = write_parquet(table, plan.experiment_path)
     # trials Tune had not created yet when interrupted (Ctrl+C) are missing from the table altogether
     interrupted = len(table) < expected_trials(spec) or bool((table["status"] == "UNFINISHED").any())
@@ -206,9 +182,13 @@ def _plan(spec: SweepSpec, storage: str, name: str | None, resume: bool, optuna_
 
 
 def _tuner(spec: SweepSpec, plan: _Plan, callbacks: list, *, resume: bool, verbose: int) -> Any:
-    """Tune's Tuner: restored from the experiment folder on --resume when Tune saved state there, else fresh."""
+    """Tune's Tuner: restored from the experiment folder on --resume when Tune saved state there, else fresh
+    (with the sweep's Optuna search and, when early_stopping is on, the Pareto-rank scheduler)."""
     from ray import tune
 
+    from latune.sweep.optuna_search import optuna_search
+    from latune.sweep.progress import tune_verbosity
+    from latune.sweep.scheduler import pareto_scheduler
     from latune.sweep.trainable import train_trial
     from latune.tracking.callback import use_callbacks_on_restore
 
@@ -218,14 +198,15 @@ def _tuner(spec: SweepSpec, plan: _Plan, callbacks: list, *, resume: bool, verbo
         use_callbacks_on_restore(tuner, callbacks)
         return tuner
     # fresh, or interrupted before Tune saved any state (Tuner.restore cannot handle that)
-    search_alg = (_optuna_search(spec, plan.study_url, plan.name, plan.concurrent)
+    search_alg = (optuna_search(spec, plan.study_url, plan.name, plan.concurrent, resolved_epochs(spec))
                   if spec.algorithm == "optuna" else None)
     return tune.Tuner(
         trainable, param_space=_tune_space(spec),
         tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=spec.num_samples,
-                                    max_concurrent_trials=None if search_alg else plan.concurrent, reuse_actors=False),
+                                    max_concurrent_trials=None if search_alg else plan.concurrent, reuse_actors=False,
+                                    scheduler=pareto_scheduler(spec)),
         run_config=tune.RunConfig(
-            name=plan.name, storage_path=plan.storage, verbose=verbose, callbacks=callbacks,
+            name=plan.name, storage_path=plan.storage, verbose=tune_verbosity(verbose), callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=spec.max_retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 

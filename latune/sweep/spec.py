@@ -18,6 +18,8 @@ A sweep file names a search over latune's config keys; its format (documented in
     resources: {cpu: 1, gpu: 0}           # per trial; gpu may be a fraction (0.25 packs 4 trials per GPU) or "auto"
     max_retries: 0                        # retries of a trial that raised
     epochs: null                          # optim.epochs for every trial; null = the data set's preset
+    early_stopping: {grace_epochs: auto, reduction_factor: 3}   # absent = off (latune.sweep.rungs)
+    constraints: {robust_acc: {min: 0.2}}                       # feasible trials only on the front
 
 Every value a trial could get is checked with the config's own validation (``latune.config``), and
 so is every combination of the discrete dimensions, so a sweep never fails half-way on bad input.
@@ -27,21 +29,24 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from latune.config import PRESETS, ConfigError, from_flat, to_flat
+from latune.analysis.constraints import Constraint, parse_constraints
+from latune.config import PRESETS, ConfigError, from_flat, resolve, to_flat
 from latune.registry import CORRUPTION_SUMMARY_KEYS
+from latune.sweep.rungs import EarlyStopping, parse_early_stopping
 
 __all__ = ["Dimension", "SweepSpec", "DEFAULT_OBJECTIVES", "load_sweep", "parse_sweep", "resolve_sweep_path",
-           "shipped_sweeps_dir", "trial_overrides", "grid_points", "expected_trials"]
+           "shipped_sweeps_dir", "trial_overrides", "grid_points", "expected_trials", "trial_budget"]
 
 Kind = Literal["grid", "choice", "uniform", "loguniform", "int"]
 _KINDS = ("grid", "choice", "uniform", "loguniform", "int")
-_TOP_KEYS = ("name", "description", "base", "space", "search", "objectives", "resources", "max_retries", "epochs")
+_TOP_KEYS = ("name", "description", "base", "space", "search", "objectives", "resources", "max_retries", "epochs",
+             "early_stopping", "constraints")
 _SEARCH_KEYS = ("algorithm", "sampler", "seed", "num_samples", "max_concurrent")
 _MAX_COMBINATIONS = 100_000  # discrete combinations checked one by one
 # a sweep file without objectives: accuracy, robustness and class-wise fairness under attack (validation split)
@@ -76,6 +81,8 @@ class SweepSpec:
     max_retries: int = 0  # retries of a failing trial
     epochs: int | None = None  # optim.epochs for all trials; None = preset
     path: str | None = None  # the file it came from
+    early_stopping: EarlyStopping | None = None  # rungs of the early-stopping scheduler; None = off
+    constraints: tuple[Constraint, ...] = ()  # bounds on reported metrics: only feasible trials make the front
 
 
 def shipped_sweeps_dir() -> Path:
@@ -182,7 +189,9 @@ def parse_sweep(raw: Any, *, data: str | None = None, overrides: dict[str, Any] 
     _check_values(spec)
     _check_corruption_objectives(spec)
     _check_robust_objectives(spec)
-    return spec
+    return replace(spec, constraints=parse_constraints(raw.get("constraints"), _REPORTED_METRICS),
+                   early_stopping=parse_early_stopping(raw.get("early_stopping"), budget=trial_budget(spec),
+                                                       searched=[d.key for d in spec.space]))
 
 
 def _parse_base_and_space(raw: dict, data: str | None, overrides: dict[str, Any] | None,
@@ -262,6 +271,11 @@ def _parse_resources(resources: Any, max_retries: Any) -> tuple[float, float | L
     if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
         raise _fail("max_retries", f"must be an integer >= 0, got {max_retries!r}")
     return float(cpu), gpu if gpu == "auto" else float(gpu), max_retries
+
+
+def trial_budget(spec: SweepSpec) -> int:
+    """optim.epochs of the sweep's trials (base keys, presets filled)."""
+    return resolve(from_flat(spec.base)).optim.epochs
 
 
 def _check_corruption_objectives(spec: SweepSpec) -> None:

@@ -21,9 +21,11 @@ from typing import Any
 
 from ray import tune
 
+from latune.analysis.constraints import to_mapping
 from latune.sweep.spec import SweepSpec, expected_trials
 from latune.tracking.tracker import SweepTracker
-from latune.tracking.records import SweepInfo, TrialRecord, TrialStatus, reported_every_epoch, resolve_tracking_uri
+from latune.tracking.records import (SweepInfo, TrialRecord, TrialStatus, reported_every_epoch, resolve_tracking_uri,
+                                     was_pruned)
 
 __all__ = ["MlflowCallback", "tracking_callbacks", "use_callbacks_on_restore"]
 
@@ -177,7 +179,7 @@ class MlflowCallback(tune.Callback):
         record = self._record(trial)
         record.status = _FINAL_STATUS[status or trial.status]
         if record.status == "FINISHED" and not reported_every_epoch(record):
-            record.status = "KILLED"
+            record.status, record.pruned = "KILLED", was_pruned(record)
         if record.status == "FINISHED" and self.log_checkpoints and trial.checkpoint is not None:
             record.checkpoint = (trial.checkpoint.filesystem, trial.checkpoint.path)
         if record.status == "FAILED":
@@ -236,7 +238,9 @@ def tracking_callbacks(spec: SweepSpec, experiment_path: str, *, enabled: bool =
     sweep = SweepInfo(
         name=spec.name, experiment_path=experiment_path, objectives=dict(spec.objectives),
         data=str(spec.base.get("data.name", "digits")), searched=tuple(d.key for d in spec.space), base=dict(spec.base),
-        search={"algorithm": spec.algorithm, "sampler": spec.sampler, "seed": spec.seed, "num_samples": spec.num_samples},
+        search={"algorithm": spec.algorithm, "sampler": spec.sampler, "seed": spec.seed, "num_samples": spec.num_samples,
+                **({"early_stopping": spec.early_stopping.describe()} if spec.early_stopping else {})},
+        constraints=to_mapping(spec.constraints),
         trials=expected_trials(spec),
         sweep_file=spec.path, sweep_text=text, tracking_uri=resolve_tracking_uri(tracking_uri),
         mlflow_experiment=experiment or spec.name)
@@ -259,5 +263,6 @@ def use_callbacks_on_restore(tuner: Any, callbacks: Sequence[tune.Callback]) -> 
                       "MLflow with the settings it was started with", RuntimeWarning, stacklevel=2)
         return
     run_config = internal.get_run_config()
-    kept = [c for c in (run_config.callbacks or []) if not isinstance(c, MlflowCallback)]
+    # latune's own callbacks (MLflow, the progress table) are this invocation's; anything else is kept
+    kept = [c for c in (run_config.callbacks or []) if not type(c).__module__.startswith("latune.")]
     run_config.callbacks = kept + list(callbacks)

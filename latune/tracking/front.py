@@ -22,15 +22,16 @@ _UNBOUNDED = frozenset({"train_loss", "images_per_s"})
 PARETO_VIEW_PREFIX = "latune-pareto-"  # the runs-page view of a sweep: viewStateShareKey = prefix + parent run id
 
 
-def sweep_table(trials: Iterable[Mapping[str, Any]], objectives: Mapping[str, str]) -> pd.DataFrame:
+def sweep_table(trials: Iterable[Mapping[str, Any]], objectives: Mapping[str, str],
+                constraints: Sequence[Any] = ()) -> pd.DataFrame:
     """One row per trial as in results.parquet, plus ``run_id``. Each trial is a mapping with
     ``trial_id``, ``run_id``, ``config`` (flat), ``history`` (results by epoch, in order), ``epochs``
-    (the trial's optim.epochs) and ``error`` (one line, or None)."""
+    (the trial's optim.epochs) and ``error`` (one line, or None); ``constraints`` as for results_table."""
     from latune.analysis.results import results_table, trial_row
 
     trials = list(trials)
     rows = [trial_row(t["trial_id"], t["config"], t["history"], objectives, t["error"], t["epochs"]) for t in trials]
-    table = results_table(rows, objectives)
+    table = results_table(rows, objectives, constraints)
     if len(table):
         run_ids = {t["trial_id"]: t["run_id"] for t in trials}
         table.insert(1, "run_id", [run_ids.get(t) for t in table["trial_id"]])
@@ -46,7 +47,7 @@ def hypervolume_curve(table: pd.DataFrame, finished_at: Mapping[str, float],
 
     if len(objectives) > 3 or set(objectives) & _UNBOUNDED or not len(table):
         return []
-    finished = table[table["status"] == "TERMINATED"]
+    finished = table[(table["status"] == "TERMINATED") & table["feasible"]]  # full-budget feasible trials only
     ordered = finished.assign(_t=[finished_at[t] for t in finished["trial_id"]]).sort_values(["_t", "trial_id"])
     values = ordered[list(objectives)].to_numpy(dtype=float)
     directions = list(objectives.values())

@@ -44,8 +44,9 @@ def sweep_parent_run(client: Any, sweep: str, experiment: str | None) -> Any:
 
 def mlflow_front(client: Any, parent: Any) -> tuple[pd.DataFrame, dict[str, Direction], list[str]]:
     """One row per child run (trial_id, run_id, status, each objective and its held-out ``test_`` value,
-    searched params) with pareto_rank over the FINISHED ones (-1 for the others), as latune.analysis.results
-    does for results.parquet."""
+    searched params) with pareto_rank over the FINISHED ones not tagged ``feasible=false`` (-1 for the
+    others), as latune.analysis.results does for results.parquet; a run tagged ``latune.status=pruned`` has
+    status PRUNED."""
     params = parent.data.params
     objectives: dict[str, Direction] = {k.removeprefix("objective."): v for k, v in params.items()  # type: ignore[misc]
                                         if k.startswith("objective.")}
@@ -57,11 +58,14 @@ def mlflow_front(client: Any, parent: Any) -> tuple[pd.DataFrame, dict[str, Dire
     rows = []
     for run in children:
         row: dict[str, Any] = {"trial_id": run.data.tags.get("latune.trial_id", run.info.run_name),
-                               "run_id": run.info.run_id, "status": statuses.get(run.info.status, "UNFINISHED")}
+                               "run_id": run.info.run_id, "status": statuses.get(run.info.status, "UNFINISHED"),
+                               "feasible": run.data.tags.get("feasible") != "false"}
+        if run.data.tags.get("latune.status") == "pruned":
+            row["status"] = "PRUNED"
         row.update({m: run.data.metrics.get(m, np.nan) for m in metrics})
         row.update({key: _param_value(run.data.params.get(key)) for key in searched})
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["trial_id", "run_id", "status", *metrics, *searched])
+    table = pd.DataFrame(rows, columns=["trial_id", "run_id", "status", "feasible", *metrics, *searched])
     return rank_trials(table, objectives), objectives, searched
 
 

@@ -17,7 +17,8 @@ from latune.analysis.results import RAY_KEYS
 from latune.storage import filesystem
 
 __all__ = ["SweepInfo", "TrialRecord", "TrialStatus", "SWEEP_INFO_FILE", "resolve_tracking_uri", "by_epoch",
-           "epoch_metrics", "error_summary", "strip_ansi", "resolved_config", "reported_every_epoch"]
+           "epoch_metrics", "error_summary", "strip_ansi", "resolved_config", "reported_every_epoch", "was_pruned",
+           "outcome_tags"]
 
 TrialStatus = Literal["RUNNING", "FINISHED", "FAILED", "KILLED"]  # the MLflow statuses a trial's run can have
 SWEEP_INFO_FILE = "latune_sweep.json"  # in Tune's experiment folder: what latune.sync needs to backfill
@@ -58,6 +59,7 @@ class SweepInfo:
     sweep_text: str | None = None  # its contents (logged on the parent run)
     tracking_uri: str | None = None  # where the sweep logs to
     mlflow_experiment: str | None = None  # MLflow experiment name; None = the sweep's name
+    constraints: dict[str, dict[str, float]] = field(default_factory=dict)  # sweep file's constraints (feasibility)
 
     def save(self) -> None:
         """Write ``experiment_path/SWEEP_INFO_FILE`` (local folder or pyarrow filesystem URI)."""
@@ -89,6 +91,7 @@ class TrialRecord:
     status: TrialStatus = "RUNNING"
     error: str | None = None  # the error's text when FAILED
     checkpoint: tuple[Any, str] | None = None  # (pyarrow FileSystem, folder) of the final checkpoint
+    pruned: bool = False  # stopped at a rung by the early-stopping scheduler (its run ends KILLED)
 
 
 def by_epoch(history: Iterable[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
@@ -107,6 +110,25 @@ def reported_every_epoch(record: TrialRecord) -> bool:
     means, here as in results.parquet. Tune also "completes" trials it stops when a sweep is interrupted."""
     epochs = int(resolved_config(record.config).get("optim.epochs") or 0)
     return epochs > 0 and max(by_epoch(record.history), default=0) >= epochs
+
+
+def was_pruned(record: TrialRecord) -> bool:
+    """Whether the early-stopping scheduler stopped the trial before its last epoch (latune.analysis.outcome)."""
+    from latune.analysis.outcome import stopped_early
+
+    return stopped_early(record.history, int(resolved_config(record.config).get("optim.epochs") or 0))
+
+
+def outcome_tags(record: TrialRecord, constraints: Mapping[str, Mapping[str, float]]) -> dict[str, str]:
+    """Tags of a trial's run besides its status: ``latune.status`` (running, finished, pruned, failed or
+    killed = interrupted) and, with constraints, ``feasible`` (true/false, from its latest epoch)."""
+    tags = {"latune.status": "pruned" if record.pruned else record.status.lower()}
+    if constraints and record.history:
+        from latune.analysis.constraints import from_mapping, is_feasible
+
+        latest = list(by_epoch(record.history).values())[-1]
+        tags["feasible"] = "true" if is_feasible(latest, from_mapping(constraints)) else "false"
+    return tags
 
 
 def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:

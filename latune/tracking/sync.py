@@ -18,7 +18,7 @@ from typing import Any
 from latune.errors import UserError
 from latune.storage import filesystem
 from latune.tracking.tracker import SweepTracker
-from latune.tracking.records import SWEEP_INFO_FILE, SweepInfo, TrialRecord, reported_every_epoch
+from latune.tracking.records import SWEEP_INFO_FILE, SweepInfo, TrialRecord, reported_every_epoch, was_pruned
 
 __all__ = ["read_trials", "sync"]
 
@@ -47,7 +47,8 @@ def _results(text: str) -> list[dict[str, Any]]:
 def read_trials(experiment_path: str) -> list[TrialRecord]:
     """One record per trial folder (a folder with params.json), status from the files: FINISHED when it
     reported its last epoch (optim.epochs of its resolved config), else FAILED when Tune wrote
-    error.txt, else KILLED (interrupted; a resume continues it)."""
+    error.txt, else KILLED: ``pruned`` when its last result is the one the early-stopping scheduler stopped
+    it on (latune.analysis.outcome), otherwise interrupted (a resume continues it)."""
     import pyarrow.fs
 
     fs, root = filesystem(experiment_path)
@@ -66,6 +67,7 @@ def read_trials(experiment_path: str) -> list[TrialRecord]:
         error = _read_text(fs, f"{folder.path}/error.txt")
         record.status = "FINISHED" if reported_every_epoch(record) else ("FAILED" if error else "KILLED")
         record.error = error if record.status == "FAILED" else None
+        record.pruned = record.status == "KILLED" and was_pruned(record)
         checkpoints = sorted(info.path for info in fs.get_file_info(pyarrow.fs.FileSelector(folder.path))
                              if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
         record.checkpoint = (fs, checkpoints[-1]) if checkpoints else None

@@ -12,8 +12,9 @@ Layout (README, section MLflow):
   resolved config as flat dotted keys; every scalar metric of every epoch with step = epoch (none of
   Ray's bookkeeping); ``pareto_rank`` (0 = front, -1 = not finished) with step = finished trials and
   tag ``pareto`` = true/false; status RUNNING, FINISHED, FAILED (error in tag ``latune.error`` and the
-  run's description) or KILLED; artifacts config.yaml, class_errors.csv/.png, error.txt and, when
-  asked for, the final checkpoint under checkpoint/.
+  run's description) or KILLED, told apart by tag ``latune.status`` (running, finished, failed, pruned:
+  stopped at a rung, killed: interrupted); with constraints, tag ``feasible`` = true/false; artifacts
+  config.yaml, class_errors.csv/.png, error.txt and, when asked for, the final checkpoint under checkpoint/.
 
 ``SweepTracker`` is idempotent: it finds runs by tags (never a second run for a trial), logs only the
 epochs MLflow lacks, and changes a status, rank or tag only when it differs. The same code serves the
@@ -35,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from latune.tracking.guard import MlflowGuard
-from latune.tracking.records import SweepInfo, TrialRecord, by_epoch, epoch_metrics, error_summary, resolved_config
+from latune.tracking.records import (SweepInfo, TrialRecord, by_epoch, epoch_metrics, error_summary, outcome_tags,
+                                     resolved_config)
 
 __all__ = ["SweepTracker"]
 
@@ -117,7 +119,7 @@ class SweepTracker:
         def finish() -> None:
             self._flush()
             self._log_front()
-            ended = sum(r.status in ("FINISHED", "FAILED") for r in self._records.values())
+            ended = sum(r.status in ("FINISHED", "FAILED") or r.pruned for r in self._records.values())
             done = ended == len(self._records) and ended >= (self.sweep.trials or 0)
             stamps = [_received_at(h) for r in self._records.values() for h in r.history]
             self._set_status(self._parent, "FINISHED" if done else "KILLED", int(max(stamps) * 1000) if stamps else None)
@@ -263,13 +265,17 @@ class SweepTracker:
             run.epochs.update(new)
             run.tags.update({t.key: t.value for t in tags})
             self.stats["epochs_logged"] += len(new)
-        if record.status in ("FINISHED", "FAILED") and run.tags.get("latune.artifacts") != "true":
+        if (record.status in ("FINISHED", "FAILED") or record.pruned) and run.tags.get("latune.artifacts") != "true":
             self._log_trial_artifacts(run, record)
         if record.status == "FAILED" and record.error and "latune.error" not in run.tags:
             tags = {"latune.error": error_summary(record.error)[:_TAG_LIMIT],
                     "mlflow.note.content": f"FAILED: {record.error.strip()[:_TAG_LIMIT]}"}
             client.log_batch(run.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             run.tags.update(tags)
+        changed = {k: v for k, v in outcome_tags(record, self.sweep.constraints).items() if run.tags.get(k) != v}
+        if changed:  # latune.status (pruned vs interrupted, both KILLED) and feasible
+            client.log_batch(run.run_id, tags=[RunTag(k, v) for k, v in changed.items()])
+            run.tags.update(changed)
         end = int(max(map(_received_at, record.history)) * 1000) if record.history else None
         self._set_status(run, record.status, end)
 
@@ -313,6 +319,7 @@ class SweepTracker:
 
     def table(self) -> Any:
         """The sweep as results.parquet has it (latune.results), one row per trial, plus ``run_id``."""
+        from latune.analysis.constraints import from_mapping
         from latune.tracking.front import sweep_table
 
         return sweep_table(({
@@ -320,7 +327,7 @@ class SweepTracker:
             "config": r.config, "history": list(by_epoch(r.history).values()),
             "epochs": int(resolved_config(r.config).get("optim.epochs") or 0),
             "error": error_summary(r.error or "error") if r.status == "FAILED" else None,
-        } for r in self._records.values()), self.sweep.objectives)
+        } for r in self._records.values()), self.sweep.objectives, from_mapping(self.sweep.constraints))
 
     def _sync_pareto(self) -> None:
         """pareto_rank and tag pareto of every child whose rank changed; the parent's hypervolume curve."""

@@ -1,0 +1,177 @@
+"""Multi-objective successive halving: the rungs, and who of a rung's results goes on (pure; numpy only).
+
+Sweep file ``early_stopping: {grace_epochs: 2, reduction_factor: 3}`` (absent: every trial trains its whole
+budget). Rungs lie at ``grace_epochs * reduction_factor**k`` epochs below the budget: with a budget of 10,
+grace 1 and η = 3 at epochs 1, 3 and 9. When a trial reaches a rung it goes on only if it is among the best
+``floor(n / η)`` of the n results recorded at that rung so far, its own included; while a rung holds fewer
+than η results every trial goes on (asynchronous successive halving, ASHA: Li et al. 2020, arXiv
+1810.05934; no trial ever waits for a rung to fill).
+
+"Best" is the order of ``rung_order``: feasible results (latune.analysis.constraints) before infeasible
+ones, results with a NaN objective last; feasible ones by non-dominated rank (latune.analysis.pareto,
+the objectives' own directions), and within one front by an **ε-net**: the member best in the first
+objective, then repeatedly the member farthest (Euclidean, objectives scaled to [0, 1] over the rung) from
+those already taken (greedy farthest-first traversal, Clarkson 2005), as in MO-ASHA (Schmucker et al.
+2021, arXiv 2106.12639, after Salinas et al. 2021). Crowding distance (NSGA-II, Deb et al. 2002) was the
+alternative: it gives every extreme point of a front an infinite distance, and with a rung's handful of
+results in three objectives most front members are extreme points, so it would leave most ties to
+arrival order; the ε-net orders a whole front. (Syne Tune's MO-ASHA, which this follows, reads the
+sorted order its ε-net returns as per-item priorities and then judges the trial by the position of
+whichever item sorts last; here the position of the trial's own result decides.) Infeasible results are
+ranked the same way among themselves with their total violation as one more objective to minimise (not
+by violation alone, NSGA-II's rule for whole populations: in early epochs every result may still miss an
+absolute bound such as robust_acc >= 0.2, and ranking by violation alone would then judge on that one
+metric); results whose constrained metric is missing or NaN come after them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from latune.errors import ConfigError
+
+__all__ = ["EarlyStopping", "parse_early_stopping", "default_grace", "milestones", "rung_order", "continues",
+           "rung_entry", "DEFAULT_REDUCTION_FACTOR"]
+
+DEFAULT_REDUCTION_FACTOR = 3  # η: a third of a rung's trials go on
+_KEYS = ("grace_epochs", "reduction_factor")
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Settings of the early-stopping scheduler (latune.sweep.scheduler)."""
+
+    grace_epochs: int  # epochs every trial trains before its first judgement (the first rung)
+    reduction_factor: int  # η >= 2: the best 1/η of a rung's results go on to the next rung
+    budget: int  # optim.epochs of every trial: rungs lie strictly below it
+
+    @property
+    def rungs(self) -> tuple[int, ...]:
+        return milestones(self.grace_epochs, self.reduction_factor, self.budget)
+
+    def describe(self) -> str:
+        return (f"rungs at epochs {', '.join(map(str, self.rungs))} of {self.budget} "
+                f"(grace {self.grace_epochs}, reduction factor {self.reduction_factor})")
+
+
+def default_grace(budget: int) -> int:
+    """``grace_epochs: auto``: a tenth of the budget (digits and MNIST 10 epochs: 1; SVHN 50: 5; CIFAR 100: 10)."""
+    return max(1, budget // 10)
+
+
+def milestones(grace: int, eta: int, budget: int) -> tuple[int, ...]:
+    """Epochs ``grace * eta**k`` strictly below ``budget``, ascending."""
+    found, epoch = [], grace
+    while epoch < budget:
+        found.append(epoch)
+        epoch *= eta
+    return tuple(found)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_early_stopping(raw: Any, *, budget: int, searched: Sequence[str],
+                         where: str = "early_stopping") -> EarlyStopping | None:
+    """Validate the sweep file's ``early_stopping`` (None: off; ``{}``: the defaults); one-line ConfigError.
+
+    ``budget`` is every trial's optim.epochs; early stopping needs one budget, so optim.epochs must not be
+    in ``searched``.
+    """
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with {' and/or '.join(_KEYS)}, got {raw!r}")
+    unknown = [k for k in raw if k not in _KEYS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r}; allowed: {', '.join(_KEYS)}")
+    if "optim.epochs" in searched:
+        raise ConfigError(f"{where}: needs one epoch budget for every trial, but optim.epochs is searched")
+    if budget < 2:
+        raise ConfigError(f"{where}: needs optim.epochs >= 2 (rungs lie below the budget), got {budget}")
+    grace = raw.get("grace_epochs", "auto")
+    if grace == "auto":
+        grace = default_grace(budget)
+    if not _integer(grace) or not 1 <= grace < budget:
+        raise ConfigError(f"{where}.grace_epochs: must be auto or an integer from 1 to {budget - 1} (below the "
+                          f"budget optim.epochs={budget}), got {grace!r}")
+    eta = raw.get("reduction_factor", DEFAULT_REDUCTION_FACTOR)
+    if not _integer(eta) or eta < 2:
+        raise ConfigError(f"{where}.reduction_factor: must be an integer >= 2, got {eta!r}")
+    return EarlyStopping(grace_epochs=grace, reduction_factor=eta, budget=budget)
+
+
+def _epsilon_net(points: Any) -> list[int]:
+    """Row indices of ``points`` (float[m, d], minimisation, scaled) in ε-net order: the row lowest in
+    column 0, then each time the row farthest from all rows taken so far (ties: the lower index)."""
+    import numpy as np
+
+    order = [int(np.argmin(points[:, 0]))]
+    nearest = np.linalg.norm(points - points[order[0]], axis=1)
+    while len(order) < len(points):
+        nearest[order] = -1.0  # never picked twice
+        pick = int(np.argmax(nearest))
+        order.append(pick)
+        nearest = np.minimum(nearest, np.linalg.norm(points - points[pick], axis=1))
+    return order
+
+
+def _ranked(q: Any, rows: Any, scaled: Any) -> list[int]:
+    """``rows`` (indices into q, finite) by non-dominated rank, each front in ε-net order."""
+    from latune.analysis.pareto import non_dominated_ranks
+
+    if len(rows) == 0:
+        return []
+    ranks = non_dominated_ranks(q[rows], ["min"] * q.shape[1])
+    order: list[int] = []
+    for rank in range(int(ranks.max()) + 1):
+        front = rows[ranks == rank]
+        order += [int(front[i]) for i in _epsilon_net(scaled[front])]
+    return order
+
+
+def rung_order(values: Any, directions: Sequence[str], violations: Sequence[float] | None = None) -> list[int]:
+    """Indices of a rung's results, best first (module docstring): ``values`` float[n, d] in the objectives'
+    own units, ``directions`` "max"/"min" per column, ``violations`` float[n] (0 = feasible; default all 0)."""
+    import numpy as np
+
+    from latune.analysis.pareto import to_minimization
+
+    q = to_minimization(np.asarray(values, dtype=float).reshape(-1, len(directions)), directions)
+    n = len(q)
+    gap = np.zeros(n) if violations is None else np.asarray(violations, dtype=float)
+    finite = ~np.isnan(q).any(axis=1)
+    low, high = (np.nanmin(q[finite], axis=0), np.nanmax(q[finite], axis=0)) if finite.any() else (0.0, 1.0)
+    scaled = (q - low) / np.where(high > low, high - low, 1.0)
+    order = _ranked(q, np.flatnonzero(finite & (gap == 0)), scaled)
+    # infeasible: the violation is one more objective (minimised), so a rung where every result still misses
+    # an absolute bound (early epochs) keeps ranking by all the objectives, not by the constrained metric alone
+    missed = np.flatnonzero(finite & (gap > 0) & np.isfinite(gap))
+    if len(missed):
+        spread = max(float(gap[missed].max() - gap[missed].min()), 1e-12)
+        with_gap = np.column_stack([q, np.where(np.isfinite(gap), gap, 0.0)])
+        order += _ranked(with_gap, missed, np.column_stack([scaled, (with_gap[:, -1] - gap[missed].min()) / spread]))
+    order += _ranked(q, np.flatnonzero(finite & np.isinf(gap)), scaled)  # a constraint metric not reported
+    return order + [int(i) for i in np.flatnonzero(~finite)]
+
+
+def continues(values: Any, directions: Sequence[str], index: int, eta: int,
+              violations: Sequence[float] | None = None) -> bool:
+    """Whether result ``index`` of a rung's n results goes on: n < η, or it is among the best floor(n / η)."""
+    n = len(values)
+    if n < eta:
+        return True
+    keep = n // eta
+    return rung_order(values, directions, violations).index(index) < keep
+
+
+def rung_entry(result: Mapping[str, Any], objectives: Sequence[str], constraints: Sequence[Any]) -> list[float]:
+    """What a rung records of a result: the objectives' values, then the constraint violation."""
+    from latune.analysis.constraints import violation
+
+    values = [float(result[m]) if isinstance(result.get(m), (int, float)) else math.nan for m in objectives]
+    return values + [violation(result, constraints)]
