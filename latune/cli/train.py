@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = resolve(from_flat(overrides))  # every config error surfaces here, before any work
 
         from latune.core.models import save_checkpoint
+        from latune.core.outcomes import write_outcomes
         from latune.provenance import provenance
         from latune.core.train import setup, train
 
@@ -65,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for result in train(config, run=run):
             record["epochs"].append(result.metrics)
             write_json_atomic(out / "metrics.json", record)
+            if result.test_outcomes:  # per-image test outcomes, for bootstrap intervals
+                write_outcomes(out, result.test_outcomes)
             if not args.quiet:
                 print(f"epoch {result.epoch:>3}/{config.optim.epochs}  " + _format(
                     result.metrics, ["train_loss", "clean_acc", "robust_acc", "robust_class_error_sd",

@@ -27,12 +27,14 @@ CorruptionFiles = Callable[[str, int], "tuple[Tensor, Tensor] | None"]
 def evaluate(model: nn.Module, split: Split, *, num_classes: int, eps: float, alpha: float, steps: int,
              restarts: int = 1, batch_size: int = 256, max_images: int = 0, seed: int = 0,
              transform_ops: Sequence[str] = (), num_extra: int = 0, severity: int = 3,
-             perturbation_eps: float = 0.0) -> dict[str, float | list[float]]:
+             perturbation_eps: float = 0.0, outcomes: dict | None = None) -> dict[str, float | list[float]]:
     """Metrics of ``model`` on ``split`` (first ``max_images`` images if > 0).
 
     Returns clean_* and robust_* metrics (see latune.metrics.summarize) and, when transform_ops
     are given (LA runs), ``transform_acc``: accuracy of argmax over the M transformation logits on
     the split's images each transformed by a random op of the set (p=1). Deterministic under seed.
+    ``outcomes``, when given, gets the per-image labels, clean_correct, robust_correct and num_classes
+    (latune.core.outcomes).
     """
     images, targets = split.images, split.labels
     if max_images:
@@ -81,6 +83,8 @@ def evaluate(model: nn.Module, split: Split, *, num_classes: int, eps: float, al
         result.update({k.replace("clean", "robust", 1): v for k, v in list(result.items())})
     if transform_ops:
         result["transform_acc"] = head_hits / total if total else float("nan")
+    if outcomes is not None:
+        outcomes.update(labels=targets, num_classes=num_classes, clean_correct=clean_all, robust_correct=robust_all)
     return result
 
 
@@ -92,7 +96,8 @@ def _pair_seed(seed: int, name: str, severity: int) -> int:
 def evaluate_corruptions(model: nn.Module, split: Split, *, num_classes: int, names: Sequence[str],
                          severities: Sequence[int] = (1, 2, 3, 4, 5), batch_size: int = 256, max_images: int = 0,
                          seed: int = 0, files: CorruptionFiles | None = None,
-                         baseline: Mapping[str, float] | None = None) -> dict[str, float | list[float]]:
+                         baseline: Mapping[str, float] | None = None,
+                         outcomes: dict | None = None) -> dict[str, float | list[float]]:
     """Accuracy of ``model`` on ``split`` (first ``max_images`` if > 0) under each corruption and severity.
 
     Corrupted images come from ``latune.corruptions.corrupt`` (deterministic under ``seed``), or, for a
@@ -100,7 +105,8 @@ def evaluate_corruptions(model: nn.Module, split: Split, *, num_classes: int, na
     their labels must match the split's. Returns the CE figures of ``metrics.corruption_errors`` (``ce_*``,
     ``mce``, ``mce_vs_baseline`` with a baseline) and ``corruption_*`` metrics as ``metrics.summarize`` gives
     them, pooled over every (corruption, severity) pair: a class's error is its mean error under corruption,
-    so ``corruption_class_error_sd`` is the spread of corruption error between classes.
+    so ``corruption_class_error_sd`` is the spread of corruption error between classes. ``outcomes``, when
+    given, gets ``corruption_correct``: each image's share of the pairs classified correctly.
     """
     from latune.core.corruptions import FAMILIES, corrupt
 
@@ -143,4 +149,6 @@ def evaluate_corruptions(model: nn.Module, split: Split, *, num_classes: int, na
     pooled_labels = targets.repeat(len(correct_all))
     result.update(metrics.summarize("corruption", metrics.class_errors(pooled, pooled_labels, num_classes),
                                     int(pooled.sum()), len(pooled)))
+    if outcomes is not None:
+        outcomes["corruption_correct"] = torch.stack(correct_all).float().mean(dim=0)
     return result

@@ -37,6 +37,7 @@ class Epoch:
     metrics: dict[str, Any]  # train_*, timing, and (when evaluated) validation and, at the end, test_* metrics
     state_dict: Callable[[], dict[str, Any]]  # snapshot to resume from (model, optimizer, schedule, RNG, epoch)
     model: nn.Module  # the model being trained (for checkpoints); do not modify
+    test_outcomes: dict[str, Any] | None = None  # last epoch: per-image test outcomes (latune.core.outcomes)
 
 
 @dataclass
@@ -260,11 +261,13 @@ def train(config: Config, *, resume: dict[str, Any] | None = None, run: RunSetup
         # validation metrics in every report (the latest ones between evaluations): sweeps need each objective
         # in each report; eval_epoch says how fresh they are
         metrics.update(latest_eval)
+        outcomes: dict[str, Any] = {}
         if last:
-            test = evaluate(model, data.test, **eval_kwargs)
+            test = evaluate(model, data.test, outcomes=outcomes, **eval_kwargs)
             if run.corruptions:
                 test.update(evaluate_corruptions(model, data.test, max_images=c.eval.max_images,
-                                                 files=run.test_corruption_files,
+                                                 files=run.test_corruption_files, outcomes=outcomes,
                                                  baseline=run.corruption_baseline.get("test_"), **corruption_kwargs))
             metrics.update({f"test_{key}": value for key, value in test.items()})
-        yield Epoch(epoch=epoch + 1, metrics=metrics, state_dict=snapshot(epoch + 1, latest_eval), model=model)
+        yield Epoch(epoch=epoch + 1, metrics=metrics, state_dict=snapshot(epoch + 1, latest_eval), model=model,
+                    test_outcomes=outcomes or None)

@@ -18,6 +18,7 @@ import torch
 from ray import tune
 
 from latune.config import from_flat, resolve
+from latune.core.outcomes import write_outcomes
 from latune.core.train import train
 
 __all__ = ["train_trial", "STATE_FILE"]
@@ -56,6 +57,8 @@ def train_trial(params: dict[str, Any], checkpoint_every: int = 1) -> None:
     for epoch in train(config, resume=resume):
         metrics = {key: _scalar_or_list(value) for key, value in epoch.metrics.items()}
         metrics["node_id"] = node_id
+        if epoch.test_outcomes:  # before the report: its checkpoint syncs the trial folder to storage
+            write_outcomes(tune.get_context().get_trial_dir(), epoch.test_outcomes)
         if epoch.epoch % checkpoint_every == 0 or epoch.epoch == config.optim.epochs:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(epoch.state_dict(), os.path.join(folder, STATE_FILE))
