@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "test_clean_acc", "test_robust_acc", "test_clean_class_error_sd", "test_robust_class_error_sd",
             "test_clean_worst_class_acc", "test_robust_worst_class_acc", "test_transform_acc", "test_mce",
             "test_corruption_class_error_sd"]))
-        print(f"wrote {out / 'metrics.json'} and {out / 'model.pt'}")
+        print(f"wrote {out / 'metrics.json'}, {out / 'model.pt'} and {out / 'test_outcomes.npz'}")
         return 0
 
     return guarded(main)

@@ -3,7 +3,8 @@
 One ``tune.report`` per epoch with every metric (so every objective is in every report), and a
 checkpoint of the full training state (model, optimizer, schedule, RNG, epoch) every
 ``checkpoint_every`` epochs and at the end. A retried or resumed trial restores the latest checkpoint
-and continues with the next epoch exactly as an uninterrupted run would.
+and continues with the next epoch exactly as an uninterrupted run would. After the last epoch the trial's
+per-image test outcomes go into its trial folder as test_outcomes.npz (latune.core.outcomes), for the report.
 """
 
 from __future__ import annotations
