@@ -78,6 +78,43 @@ def test_render_markdown(table):
     assert "corr. err" not in text and "mCE" not in text.split("\n\n", 2)[2]  # no corruption figures: no columns
 
 
+def _outcomes(accuracy, seed, n=1000):
+    """Per-image outcomes of a model right on each image with probability ``accuracy`` (same test images for
+    every seed, as latune's test splits are)."""
+    import numpy as np
+
+    labels = np.arange(n) % 10
+    rng = np.random.default_rng(seed + int(accuracy * 1000))
+    correct = rng.random(n) < accuracy
+    return {"labels": labels, "num_classes": 10, "clean_correct": correct, "robust_correct": correct}
+
+
+def test_render_with_outcomes_has_intervals_and_says_which_changes_are_clear(table):
+    # Adv robust error ~0.5, Adv+ ~0.25 (a clear drop); clean the same, so its change is not clear
+    outcomes = {t: _outcomes(a, s) for t, a, s in (("s0", 0.1, 0), ("s1", 0.1, 1), ("a0", 0.5, 0), ("a1", 0.5, 1),
+                                                  ("p0", 0.75, 0), ("p1", 0.75, 1))}
+    for trial in ("a0", "a1", "p0", "p1"):
+        outcomes[trial]["clean_correct"] = outcomes["a0" if trial in ("a0", "p0") else "a1"]["clean_correct"]
+    text = render(table, title="demo", pgd_label="PGD-40", outcomes=outcomes, replicates=200)
+    intervals = text.split("## 95% intervals")[1]
+    assert "200 replicates" in intervals and "| 1 | Adv | 2 |" in intervals and "PGD-40 worst-class acc" in intervals
+    assert "corr. err" not in intervals  # no corruption outcomes: no such columns
+    words = [line for line in intervals.splitlines() if line.startswith("Adv+ #2 against Adv #1:")]
+    assert len(words) == 1
+    clear, _, unclear = words[0].partition("Not distinguishable from zero:")
+    drop = float(clear.split("PGD-40 err mean (")[1].split("%")[0])  # robust error 0.5 -> 0.25: about -50%
+    assert drop == pytest.approx(-50, abs=6)
+    assert "clean err mean" in unclear and "clean err mean" not in clear
+    # each Adv+ / Adv pair of seeds had identical clean outcomes: a zero-width interval at 0
+    assert "+0.0% [+0.0, +0.0]" in intervals
+
+
+def test_render_without_outcome_files_says_so(table):
+    text = render(table, title="demo", outcomes={}, replicates=100)
+    assert "no intervals" in text.split("## 95% intervals")[1]
+    assert "## 95% intervals" not in render(table, title="demo")  # no outcomes given: the report as before
+
+
 @pytest.mark.slow
 def test_report_cli_on_a_tiny_real_sweep(tmp_path):
     """Standard, Adv and Adv+ (2 seeds of Adv and Adv+) with noise corruptions at two severities; the report
@@ -112,6 +149,11 @@ def test_report_cli_on_a_tiny_real_sweep(tmp_path):
     plus = table[(table["attack.eps"] > 0) & (table["la.delta"] > 0)]
     assert f"{plus['test_mce'].mean() * 100:.1f} ±" in text
     assert (next(tmp_path.glob("runs/mini-digits-*")) / "report.md").read_text() in text
+    # every trial left its per-image test outcomes in its Tune folder: the report has intervals for every setting
+    assert len(list(tmp_path.glob("runs/mini-digits-*/*/test_outcomes.npz"))) == 8
+    intervals = text.split("## 95% intervals")[1]
+    assert "1000 replicates" in intervals and "corr. worst-class acc" in intervals and "Adv+ #" in intervals
+    assert "distinguishable from zero" in intervals
     client = MlflowClient(uri)
     parents = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                  "tags.`latune.role` = 'sweep'")

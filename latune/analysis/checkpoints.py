@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from latune.analysis.results import trial_folders
 from latune.core.train import STATE_FILE
 from latune.errors import UserError
 
@@ -61,8 +62,7 @@ def _latest_checkpoint(trial: Path) -> Path | None:
 
 
 def _trial_target(experiment: Path, trial_id: str) -> Target:
-    # Tune names trial folders {trainable}_{trial_id}_{index}_{tag}_{date}: the trial id is a whole token
-    folders = [p for p in experiment.iterdir() if p.is_dir() and f"_{trial_id}_" in f"{p.name}_"]
+    folders = [Path(p) for p in trial_folders(experiment, trial_id)]
     checkpoints = [c for c in map(_latest_checkpoint, folders) if c is not None]
     if not checkpoints:
         return Target(None, trial_id, f"trial {trial_id}: no checkpoint_*/{STATE_FILE} under {experiment}; "

@@ -7,13 +7,15 @@ over seeds, then the relative changes of each Adv+ setting against the Adv setti
 in LA (the paper's headline figures are the relative drops of mean PGD-40 class-wise error and of
 class-wise SD). Figures come from the held-out test split (``test_*`` columns of results.parquet), else from
 validation (the split the sweep chose on); the report says which.
+With the trials' per-image test outcomes (``outcomes``), 95% bootstrap intervals of each figure and of each
+relative change follow (latune.analysis.interval_report), saying which changes are distinguishable from zero.
 Writes ``report.md`` beside results.parquet and, unless --no-mlflow, logs it to the sweep's MLflow parent run.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -25,6 +27,7 @@ _COLUMNS = (
     ("clean acc", "clean_acc", 100), ("clean err mean", "clean_class_error_mean", 100),
     ("clean err SD", "clean_class_error_sd", 100), ("{pgd} acc", "robust_acc", 100),
     ("{pgd} err mean", "robust_class_error_mean", 100), ("{pgd} err SD", "robust_class_error_sd", 100),
+    ("{pgd} worst-class acc", "robust_worst_class_acc", 100),  # beside the SD: what FRL and CFOL compare
     ("corr. err mean", "corruption_class_error_mean", 100), ("corr. err SD", "corruption_class_error_sd", 100),
     ("mCE", "mce", 100),
 )
@@ -73,7 +76,8 @@ def _split_prefix(table: pd.DataFrame) -> str:
 
 
 def setting_table(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """One row per setting of the finished trials: role, config, n (seeds) and mean/SD of each metric.
+    """One row per setting of the finished trials: role, config, n (seeds), trials ((trial id, seed) pairs)
+    and mean/SD of each metric.
 
     Returns (table, split prefix used: "test_" or "").
     """
@@ -86,7 +90,9 @@ def setting_table(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     for _, group in finished.groupby("_setting", sort=False):
         first = group.iloc[0]
         row: dict[str, Any] = {"role": first["role"], **{k: first[k] for k in keys}, "n": len(group),
-                               "seeds": ",".join(str(s) for s in sorted(group["seed"])) if "seed" in group else ""}
+                               "seeds": ",".join(str(s) for s in sorted(group["seed"])) if "seed" in group else "",
+                               "trials": [(str(t), int(group["seed"][i]) if "seed" in group else 0)
+                                          for i, t in group["trial_id"].items()]}
         for _, metric, _scale in _COLUMNS:
             column = prefix + metric
             values = group[column].dropna() if column in group else pd.Series(dtype=float)
@@ -142,8 +148,10 @@ def _describe(row: pd.Series, varying: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
-def render(table: pd.DataFrame, *, title: str, pgd_label: str = "PGD-40") -> str:
-    """The Markdown report of a results table (latune.results layout)."""
+def render(table: pd.DataFrame, *, title: str, pgd_label: str = "PGD-40",
+           outcomes: Mapping[str, Mapping[str, Any]] | None = None, replicates: int = 1000) -> str:
+    """The Markdown report of a results table (latune.results layout); with ``outcomes`` (trial id -> per-image
+    test outcomes, latune.analysis.interval_report.find_outcomes) and ``replicates`` > 0 also its intervals."""
     settings, prefix = setting_table(table)
     split = ("held-out test split (test_* columns; the sweep's objectives and Pareto front use the validation "
              "split)" if prefix == "test_" else "validation split (no trial has test-split figures)")
@@ -177,7 +185,11 @@ def render(table: pd.DataFrame, *, title: str, pgd_label: str = "PGD-40") -> str
             cells = [str(int(row["setting"])), str(int(row["against"]))]
             cells += ["–" if not _present(row[m]) else f"{row[m] * 100:+.1f}%" for _, m in compared]
             lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    if outcomes is not None and replicates > 0:
+        from latune.analysis.interval_report import interval_lines
+
+        lines += interval_lines(settings, changes, outcomes, pgd_label=pgd_label, replicates=replicates)
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def pgd_label(table: pd.DataFrame) -> str:

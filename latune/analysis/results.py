@@ -23,7 +23,7 @@ from latune.analysis.constraints import Constraint, is_feasible
 from latune.analysis.outcome import PRUNED, stopped_early
 from latune.analysis.pareto import rank_trials
 
-__all__ = ["RAY_KEYS", "PLACEMENT_KEYS", "trial_row", "results_table", "parquet_ready", "write_parquet",
+__all__ = ["trial_folders", "RAY_KEYS", "PLACEMENT_KEYS", "trial_row", "results_table", "parquet_ready", "write_parquet",
            "read_parquet", "latest_experiment", "objective_columns", "format_front", "TEST_PREFIX"]
 
 # Ray Tune's bookkeeping in every result: not metrics (neither results.parquet nor MLflow keeps them as such)
@@ -142,3 +142,11 @@ def format_front(table: pd.DataFrame, objectives: Mapping[str, str], searched: S
     if len(shown_metrics) > len(objectives):
         title += "\ntest_*: the same metric on the held-out test split (never used to choose the front)"
     return title + "\n" + "\n".join(lines)
+
+
+def trial_folders(experiment: str | os.PathLike, trial_id: str) -> list[str]:
+    """The Tune trial folders of ``trial_id`` under a local experiment folder. Tune names them
+    {trainable}_{trial_id}_{index}_{tag}_{date}, so the trial id is matched as a whole token."""
+    root = os.fspath(experiment)
+    names = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    return [os.path.join(root, n) for n in names if os.path.isdir(os.path.join(root, n)) and f"_{trial_id}_" in f"{n}_"]

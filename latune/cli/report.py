@@ -8,7 +8,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from latune.analysis.interval_report import find_outcomes
 from latune.analysis.report import pgd_label, render
+from latune.errors import UserError
 from latune.tracking.query import attach_to_sweep_run
 
 __all__ = ["main"]
@@ -47,12 +49,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="Markdown file to write (default SWEEP/report.md)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not attach the report to the sweep's MLflow run")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap replicates of the 95%% "
+                        "intervals (from the trials' test_outcomes.npz); 0 = no intervals (default 1000)")
     args = parser.parse_args(argv)
 
     def run() -> int:
         folder = _find_experiment(args.sweep, args.storage)
         table = _read_results(folder)
-        text = render(table, title=f"{os.path.basename(folder.rstrip('/'))}", pgd_label=pgd_label(table))
+        if args.bootstrap < 0:
+            raise UserError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
+        # per-image outcomes live in the trial folders; a remote (s3://) experiment is reported without them
+        outcomes = find_outcomes(folder, table["trial_id"]) if args.bootstrap and "://" not in folder else {}
+        text = render(table, title=f"{os.path.basename(folder.rstrip('/'))}", pgd_label=pgd_label(table),
+                      outcomes=outcomes, replicates=args.bootstrap)
         out = args.out or (os.path.join(folder, "report.md") if "://" not in folder else "report.md")
         with open(out, "w") as handle:
             handle.write(text)

@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = resolve(from_flat(config_overrides(args)))  # every config error surfaces here, before any work
 
         from latune.core.models import save_checkpoint
+        from latune.core.outcomes import write_outcomes
         from latune.provenance import provenance
         from latune.core.train import setup, train
 
@@ -46,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for result in train(config, run=run):
             record["epochs"].append(result.metrics)
             write_json_atomic(out / "metrics.json", record)
+            if result.test_outcomes:  # per-image test outcomes, for bootstrap intervals
+                write_outcomes(out, result.test_outcomes)
             if not args.quiet:
                 print(f"epoch {result.epoch:>3}/{config.optim.epochs}  " + _format(
                     result.metrics, ["train_loss", "clean_acc", "robust_acc", "robust_class_error_sd",
@@ -59,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "test_clean_acc", "test_robust_acc", "test_clean_class_error_sd", "test_robust_class_error_sd",
             "test_clean_worst_class_acc", "test_robust_worst_class_acc", "test_transform_acc", "test_mce",
             "test_corruption_class_error_sd"]))
-        print(f"wrote {out / 'metrics.json'} and {out / 'model.pt'}")
+        print(f"wrote {out / 'metrics.json'}, {out / 'model.pt'} and {out / 'test_outcomes.npz'}")
         return 0
 
     return guarded(main)

@@ -10,6 +10,7 @@ robust accuracy can never exceed clean accuracy here; at radius 0 (or 0 steps) t
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 from dataclasses import dataclass
 
 import torch
@@ -69,7 +70,8 @@ def _first(split: Split, max_images: int) -> tuple[Tensor, Tensor]:
     return split.images, split.labels
 
 
-def evaluate(model: nn.Module, split: Split, settings: EvalSettings) -> dict[str, float | list[float]]:
+def evaluate(model: nn.Module, split: Split, settings: EvalSettings, *,
+             outcomes: dict[str, Any] | None = None) -> dict[str, float | list[float]]:
     """Metrics of ``model`` on ``split`` (its first ``settings.max_images`` images if > 0).
 
     Returns clean_* metrics (see latune.core.metrics.summarize); robust_* metrics (PGD, ``settings.restarts``
@@ -78,7 +80,8 @@ def evaluate(model: nn.Module, split: Split, settings: EvalSettings) -> dict[str
     clean ones; and, when ``settings.transform_ops`` are given (LA runs), ``transform_acc``: accuracy of argmax
     over the M transformation logits on the split's images each given a random op of the set (p=1), counted over
     the images the op changed (NaN if none). The model runs in eval mode and gets its mode back afterwards.
-    Deterministic under ``settings.seed``.
+    Deterministic under ``settings.seed``. ``outcomes``, when given, gets the per-image labels, num_classes,
+    clean_correct and (when attacked) robust_correct (latune.core.outcomes).
     """
     s = settings
     images, targets = _first(split, s.max_images)
@@ -110,6 +113,10 @@ def evaluate(model: nn.Module, split: Split, settings: EvalSettings) -> dict[str
         result.update(_summary("robust", torch.cat(robust_correct), targets, s.num_classes))
     if s.transform_ops:
         result["transform_acc"] = head_hits / head_seen if head_seen else float("nan")
+    if outcomes is not None:
+        outcomes.update(labels=targets, num_classes=s.num_classes, clean_correct=torch.cat(clean_correct))
+        if s.attacked:
+            outcomes["robust_correct"] = torch.cat(robust_correct)
     return result
 
 
@@ -138,7 +145,8 @@ def _pair_seed(seed: int, name: str, severity: int) -> int:
 
 def evaluate_corruptions(model: nn.Module, split: Split, settings: EvalSettings, *, max_images: int | None = None,
                          files: CorruptionFiles | None = None,
-                         baseline: Mapping[str, float] | None = None) -> dict[str, float | list[float]]:
+                         baseline: Mapping[str, float] | None = None,
+                         outcomes: dict[str, Any] | None = None) -> dict[str, float | list[float]]:
     """Accuracy of ``model`` on ``split`` under each of ``settings.corruptions`` at each of its severities.
 
     Uses the first ``max_images`` images (``settings.max_images`` when None; 0 = all). Corrupted images come from
@@ -148,6 +156,7 @@ def evaluate_corruptions(model: nn.Module, split: Split, settings: EvalSettings,
     baseline) and ``corruption_*`` metrics as ``metrics.summarize`` gives them, pooled over every (corruption,
     severity) pair: a class's error is its mean error under corruption, so ``corruption_class_error_sd`` is the
     spread of corruption error between classes. The model runs in eval mode and gets its mode back afterwards.
+    ``outcomes``, when given, gets ``corruption_correct``: each image's share of the pairs classified correctly.
     """
     from latune.core.corruptions import FAMILIES
 
@@ -168,6 +177,8 @@ def evaluate_corruptions(model: nn.Module, split: Split, settings: EvalSettings,
         model.train(was_training)
     result: dict[str, float | list[float]] = dict(metrics.corruption_errors(errors, FAMILIES, baseline))
     result.update(_summary("corruption", torch.cat(correct_all), targets.repeat(len(correct_all)), s.num_classes))
+    if outcomes is not None:
+        outcomes["corruption_correct"] = torch.stack(correct_all).float().mean(dim=0)
     return result
 
 

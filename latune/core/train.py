@@ -41,6 +41,7 @@ class Epoch:
     metrics: dict[str, Any]  # train_*, timing, and (when evaluated) validation and, at the end, test_* metrics
     state_dict: Callable[[], dict[str, Any]]  # snapshot to resume from (model, optimizer, schedule, RNG, epoch)
     model: nn.Module  # the model being trained (for checkpoints); do not modify
+    test_outcomes: dict[str, Any] | None = None  # last epoch: per-image test outcomes (latune.core.outcomes)
 
 
 @dataclass
@@ -268,9 +269,11 @@ def train(config: Config, *, resume: dict[str, Any] | None = None, run: RunSetup
         # validation metrics in every report (the latest ones between evaluations): sweeps need each objective
         # in each report; eval_epoch says how fresh they are
         metrics.update(latest)
+        outcomes: dict[str, Any] = {}
         if epoch + 1 == c.optim.epochs:
-            metrics.update(_test(run, settings))
-        yield Epoch(epoch=epoch + 1, metrics=metrics, state_dict=loop.snapshot(epoch + 1, latest), model=run.model)
+            metrics.update(_test(run, settings, outcomes))
+        yield Epoch(epoch=epoch + 1, metrics=metrics, state_dict=loop.snapshot(epoch + 1, latest), model=run.model,
+                    test_outcomes=outcomes or None)
 
 
 def _first_eval(run: RunSetup, resume: dict[str, Any] | None) -> dict[str, Any]:
@@ -308,10 +311,11 @@ def _check_corruptions(run: RunSetup, settings: EvalSettings, epoch: int, latest
     return latest
 
 
-def _test(run: RunSetup, settings: EvalSettings) -> dict[str, Any]:
-    """The test_* metrics after the last epoch: clean, robust, transformation head and corruptions."""
-    test = evaluate(run.model, run.data.test, settings)
+def _test(run: RunSetup, settings: EvalSettings, outcomes: dict[str, Any]) -> dict[str, Any]:
+    """The test_* metrics after the last epoch: clean, robust, transformation head and corruptions; ``outcomes``
+    gets the per-image results the report's bootstrap intervals resample."""
+    test = evaluate(run.model, run.data.test, settings, outcomes=outcomes)
     if run.corruptions:
         test.update(evaluate_corruptions(run.model, run.data.test, settings, files=run.test_corruption_files,
-                                         baseline=run.corruption_baseline.get("test_")))
+                                         baseline=run.corruption_baseline.get("test_"), outcomes=outcomes))
     return {f"test_{key}": value for key, value in test.items()}

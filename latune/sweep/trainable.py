@@ -3,7 +3,8 @@
 One ``tune.report`` per epoch with every metric (so every objective is in every report), and a
 checkpoint of the full training state (model, optimizer, schedule, RNG, epoch) every
 ``checkpoint_every`` epochs and at the end. A retried or resumed trial restores the latest checkpoint
-and continues with the next epoch exactly as an uninterrupted run would.
+and continues with the next epoch exactly as an uninterrupted run would. After the last epoch the trial's
+per-image test outcomes go into its trial folder as test_outcomes.npz (latune.core.outcomes), for the report.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from ray import tune
 
 from latune.config import from_flat, resolve
+from latune.core.outcomes import write_outcomes
 from latune.core.train import STATE_FILE, train
 
 __all__ = ["train_trial", "STATE_FILE"]
@@ -54,6 +56,8 @@ def train_trial(params: dict[str, Any], checkpoint_every: int = 1) -> None:
     for epoch in train(config, resume=resume):
         metrics = {key: _scalar_or_list(value) for key, value in epoch.metrics.items()}
         metrics["node_id"] = node_id
+        if epoch.test_outcomes:  # before the report: its checkpoint syncs the trial folder to storage
+            write_outcomes(tune.get_context().get_trial_dir(), epoch.test_outcomes)
         if epoch.epoch % checkpoint_every == 0 or epoch.epoch == config.optim.epochs:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(epoch.state_dict(), os.path.join(folder, STATE_FILE))
