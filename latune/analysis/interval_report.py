@@ -93,8 +93,8 @@ def interval_lines(settings: pd.DataFrame, changes: pd.DataFrame, outcomes: Mapp
     lines += [f"Point estimate [95% interval] in %, test split: percentile bootstrap over test images ({replicates} "
               "replicates; each seed's images resampled independently, the seeds' figures averaged). The intervals "
               "cover test-image sampling for these trained models, not training randomness (the ± SD over seeds "
-              "above shows that). SD and worst-class figures are biased under resampling (a resample's per-class errors "
-              "spread more than the sample's), so their intervals can lie off-centre, even beside the estimate. "
+              "above shows that). SD and worst-class figures are biased under resampling (a resample's per-class "
+              "errors spread more than the sample's), so their intervals can lie off-centre, even beside the estimate. "
               "n: seeds with per-image outcomes.", ""]
     heads = ["#", "method", "n"] + [label for label, _, _ in shown]
     lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
