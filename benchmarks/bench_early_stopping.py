@@ -89,6 +89,11 @@ def _run(spec: Any, storage: str, name: str) -> dict[str, Any]:
     return {"curve": curve(reports, finished), "epochs": len(reports), "statuses": statuses}
 
 
+def _hv_at(points: list[tuple[int, dict[str, float]]], epochs: float, split: str) -> float:
+    """Hypervolume of a curve once ``epochs`` epochs were trained (the last point at or before them)."""
+    return max(hv[split] for e, hv in points if e <= epochs)
+
+
 def _compare(full: dict[str, Any], stopping: dict[str, Any]) -> dict[str, Any]:
     """Per split: (a)'s final HV, (b)'s HV within (a)'s epochs, and the fraction of them (b) needed."""
     budget = full["epochs"]
@@ -99,7 +104,9 @@ def _compare(full: dict[str, Any], stopping: dict[str, Any]) -> dict[str, Any]:
         reached = [epochs for epochs, hv in stopping["curve"] if epochs <= budget and hv[split] >= target - 1e-12]
         figures[split] = {"full_hv": target, "es_hv_at_full_budget": max(within), "es_hv_final":
                           stopping["curve"][-1][1][split],
-                          "fraction_to_reach": reached[0] / budget if reached and target > 0 else None}
+                          "fraction_to_reach": reached[0] / budget if reached and target > 0 else None,
+                          "full_hv_at_half": _hv_at(full["curve"], budget / 2, split),
+                          "es_hv_at_half": _hv_at(stopping["curve"], budget / 2, split)}
     return figures
 
 
@@ -143,7 +150,8 @@ def _summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         out[split] = {"fraction_to_reach": spread([f for f in fractions if f is not None]),
                       "seeds_reached": sum(f is not None for f in fractions), "seeds": len(fractions),
                       "goal_met": all(f is not None and f <= 0.5 for f in fractions),
-                      **{k: spread([s[split][k] for s in per_seed]) for k in ("full_hv", "es_hv_at_full_budget")}}
+                      **{k: spread([s[split][k] for s in per_seed])
+                         for k in ("full_hv", "es_hv_at_full_budget", "full_hv_at_half", "es_hv_at_half")}}
     return out
 
 
@@ -153,7 +161,8 @@ def _print(seed: int, figures: dict[str, Any]) -> None:
         reach = "not reached" if f["fraction_to_reach"] is None else f"{f['fraction_to_reach']:.3f}"
         print(f"seed {seed} {split:<10} full HV {f['full_hv']:.4f} ({figures['full_epochs']} epochs) | early "
               f"stopping HV {f['es_hv_at_full_budget']:.4f} within them ({figures['es_epochs']} epochs in all) | "
-              f"fraction of epochs to reach full HV: {reach}", flush=True)
+              f"fraction of epochs to reach full HV: {reach} | at half the epochs: full {f['full_hv_at_half']:.4f}, "
+              f"early stopping {f['es_hv_at_half']:.4f}", flush=True)
 
 
 def main() -> int:
