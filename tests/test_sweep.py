@@ -172,7 +172,8 @@ def test_a_nan_objective_without_an_exception_is_failed_in_the_study(tmp_path):
     import ray
     from ray import tune
 
-    from latune.sweep.run import _optuna_search, _tune_space
+    from latune.sweep.optuna_search import optuna_search
+    from latune.sweep.run import _tune_space
 
     spec = parse_sweep({"space": {"la.delta": {"choice": [0.0, 0.2]}}, "objectives": OBJECTIVES,
                         "search": {"algorithm": "optuna", "seed": 0, "num_samples": 2}})
@@ -188,7 +189,7 @@ def test_a_nan_objective_without_an_exception_is_failed_in_the_study(tmp_path):
              object_store_memory=80 * 1024**2)
     try:
         grid = tune.Tuner(reports_nan_for_delta, param_space=_tune_space(spec),
-                          tune_config=tune.TuneConfig(search_alg=_optuna_search(spec, storage, "nan", 2),
+                          tune_config=tune.TuneConfig(search_alg=optuna_search(spec, storage, "nan", 2, budget=1),
                                                       num_samples=spec.num_samples),
                           run_config=tune.RunConfig(storage_path=str(tmp_path), name="nan", verbose=0)).fit()
     finally:
