@@ -90,11 +90,12 @@ def interval_lines(settings: pd.DataFrame, changes: pd.DataFrame, outcomes: Mapp
     if not shown:
         return lines + [f"No trial of this sweep left a {OUTCOMES_FILE} (per-image test outcomes, written by "
                         "latune since intervals were added): no intervals.", ""]
-    lines += [f"Point estimate [95% interval] in %, test split: percentile bootstrap over test images ({replicates} "
-              "replicates; each seed's images resampled independently, the seeds' figures averaged). The intervals "
-              "cover test-image sampling for these trained models, not training randomness (the ± SD over seeds "
-              "above shows that). SD and worst-class figures are biased under resampling (a resample's per-class "
-              "errors spread more than the sample's), so their intervals can lie off-centre, even beside the estimate. "
+    lines += [f"Point estimate [95% interval] in %, test split: bias-corrected (BC) percentile bootstrap over test "
+              f"images ({replicates} replicates; each seed's images resampled independently, the seeds' figures "
+              "averaged). The intervals cover test-image sampling for these trained models, not training randomness "
+              "(the ± SD over seeds above shows that). SD and worst-class figures are biased by sampling noise in "
+              "each class's error, and each resample once more; BC corrects the interval for that, so it can lie "
+              "off-centre, even beside the estimate. "
               "n: seeds with per-image outcomes.", ""]
     heads = ["#", "method", "n"] + [label for label, _, _ in shown]
     lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]

@@ -5,20 +5,29 @@ outcomes: 0/1 correctness, or for corruptions the share of corruption pairs clas
 class-wise error mean and SD are the mean and *population* SD (ddof=0) of the K per-class errors; the
 worst-class accuracy is 1 - the largest per-class error. A class with no images is left out of all three.
 
-Intervals are percentile intervals of a plain bootstrap over test images: each run's images are resampled
-with replacement (B replicates, no stratification by class), and for a setting with several seeds each seed is
+Intervals are bias-corrected percentile intervals (Efron's BC) of a plain bootstrap over test images: each
+run's images are resampled with replacement (B replicates, no stratification by class), and for a setting with several seeds each seed is
 resampled independently and the replicate's figure is the mean of the seeds' figures -- as the report's
 point estimate is the mean over seeds. The resample indices of a run depend only on (bootstrap seed, run seed,
 number of images), so the Adv and Adv+ runs of one seed, which are evaluated on the same test images, are
 resampled identically: the relative change (Adv+ - Adv) / Adv is computed per replicate of that paired
 resample. The intervals cover test-image sampling only, for the trained models at hand; the spread over
 training seeds is what the report's ± SD shows.
+
+Why bias-corrected: the class-wise SD and the worst-class accuracy are not means. Sampling noise in each class's
+error widens their spread, so the plug-in SD is biased upward (and worst-class accuracy downward), and so is
+every bootstrap replicate, a second time. A plain percentile interval then sits mostly on the far side of
+the estimate: in a simulation (10 classes, true errors 0.1-0.4, 500 images, tests/test_intervals.py) it covered
+the true SD in 69% of the data sets, the BC interval in 83%. BC moves the percentiles by z0, the normal quantile
+of the share of replicates below the estimate. For a symmetric figure (the class-wise error mean), z0 is near 0
+and BC is the percentile interval.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from statistics import NormalDist
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -44,7 +53,7 @@ class Run:
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate and its percentile interval (NaN when not computable)."""
+    """A point estimate and its bias-corrected percentile interval (NaN when not computable)."""
 
     estimate: float
     low: float
@@ -111,13 +120,23 @@ def bootstrap(runs: Sequence[Run], num_classes: int, *, replicates: int = DEFAUL
     return point, pooled
 
 
-def interval(estimate: float, replicates: np.ndarray, level: float = 0.95) -> Interval:
-    """Percentile interval of the finite replicates; NaN bounds when none is finite."""
+def interval(estimate: float, replicates: np.ndarray, level: float = 0.95, method: str = "bc") -> Interval:
+    """The interval of the finite replicates at ``level``: ``method`` "bc" (bias-corrected percentile, the
+    default) or "percentile"; NaN bounds when none is finite."""
+    if method not in ("bc", "percentile"):
+        raise ValueError(f"interval: method must be 'bc' or 'percentile', got {method!r}")
     finite = replicates[np.isfinite(replicates)]
     if not finite.size or not math.isfinite(estimate):
         return Interval(estimate, math.nan, math.nan)
-    tail = (1.0 - level) / 2 * 100
-    low, high = np.percentile(finite, [tail, 100 - tail])
+    normal = NormalDist()
+    z_tail = normal.inv_cdf((1.0 - level) / 2)
+    bias = 0.0
+    if method == "bc":
+        # share of replicates below the estimate, ties counted half (all tied: no correction), kept off 0 and 1
+        below = (np.count_nonzero(finite < estimate) + 0.5 * np.count_nonzero(finite == estimate)) / finite.size
+        below = min(max(below, 1.0 / (finite.size + 1)), finite.size / (finite.size + 1))
+        bias = normal.inv_cdf(below)
+    low, high = np.percentile(finite, [normal.cdf(2 * bias + z_tail) * 100, normal.cdf(2 * bias - z_tail) * 100])
     return Interval(float(estimate), float(low), float(high))
 
 
