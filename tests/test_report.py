@@ -78,6 +78,27 @@ def test_render_markdown(table):
     assert "corr. err" not in text and "mCE" not in text.split("\n\n", 2)[2]  # no corruption figures: no columns
 
 
+def test_standard_with_la_is_compared_with_standard_without(table):
+    with_la = pd.concat([table, pd.DataFrame([_trial("q0", 0.0, 0.2, 0, 0.81, 0.04),
+                                              _trial("q1", 0.0, 0.2, 1, 0.81, 0.04)])], ignore_index=True)
+    settings, _ = setting_table(with_la)
+    assert list(settings["role"]) == ["Standard", "Standard", "Adv", "Adv+"] and list(settings["la"]) == [
+        False, True, False, True]
+    standard = relative_changes(settings, standard=True)
+    # PGD class-wise error mean 0.9 -> 0.81: -10%; SD 0.05 -> 0.04: -20%
+    assert len(standard) == 1 and (int(standard.iloc[0]["setting"]), int(standard.iloc[0]["against"])) == (1, 0)
+    assert standard.iloc[0]["robust_class_error_mean"] == pytest.approx(-0.1)
+    assert standard.iloc[0]["robust_class_error_sd"] == pytest.approx(-0.2)
+    assert list(relative_changes(settings)["setting"]) == [3]  # the Adv+ pair is unchanged by the Standard rows
+    text = render(with_la, title="t")
+    assert "## Standard training: LA against none" in text and "| 1 | 0 | -10.0% | -20.0% |" in text
+    assert "## Standard training" not in render(table, title="t")  # no Standard setting with LA: no section
+    outcomes = {t: _outcomes(a, s) for t, a, s in (("s0", 0.1, 0), ("s1", 0.1, 1), ("q0", 0.1, 0), ("q1", 0.1, 1))}
+    intervals = render(with_la, title="t", outcomes=outcomes, replicates=100).split("## 95% intervals")[1]
+    assert "### Standard training: LA against none, 95% intervals" in intervals
+    assert "Standard with LA #1 against Standard #0: no change is distinguishable from zero." in intervals
+
+
 def _outcomes(accuracy, seed, n=1000):
     """Per-image outcomes of a model right on each image with probability ``accuracy`` (same test images for
     every seed, as latune's test splits are)."""

@@ -79,9 +79,11 @@ def _intervals(seeds: Mapping[int, Any], kinds: list[tuple[str, str, str]], repl
 
 
 def interval_lines(settings: pd.DataFrame, changes: pd.DataFrame, outcomes: Mapping[str, Mapping[str, Any]], *,
-                   pgd_label: str, replicates: int = DEFAULT_REPLICATES) -> list[str]:
+                   pgd_label: str, replicates: int = DEFAULT_REPLICATES,
+                   standard_changes: pd.DataFrame | None = None) -> list[str]:
     """Markdown lines of the intervals sections. ``settings`` as latune.analysis.report.setting_table gives it
-    (its ``trials`` column: (trial id, seed) pairs), ``changes`` as relative_changes gives it."""
+    (its ``trials`` column: (trial id, seed) pairs), ``changes`` (Adv+ against Adv) and ``standard_changes``
+    (Standard with LA against Standard) as relative_changes gives them."""
     seeds = {index: _by_seed(row["trials"], outcomes) for index, row in settings.iterrows()}
     kinds = [(label.format(pgd=pgd_label), kind, figure) for label, kind, figure in FIGURES]
     found = {index: _intervals(s, kinds, replicates) for index, s in seeds.items()}
@@ -103,30 +105,42 @@ def interval_lines(settings: pd.DataFrame, changes: pd.DataFrame, outcomes: Mapp
         cells = [str(index), row["role"], str(len(seeds[index]))]
         lines.append("| " + " | ".join(cells + [_cell(found[index][label]) if label in found[index] else "–"
                                                 for label, _, _ in shown]) + " |")
-    return lines + _change_lines(changes, seeds, shown, replicates)
+    lines += _change_lines(changes, seeds, shown, replicates, _ADV_PAIR)
+    if standard_changes is not None:
+        lines += _change_lines(standard_changes, seeds, shown, replicates, _STANDARD_PAIR)
+    return lines
+
+
+# (section title, its sentence, table heads, verdict names) of each kind of LA/no-LA pair
+_ADV_PAIR = ("Adv+ against Adv", "Relative change (Adv+ − Adv) / Adv [95% interval], computed in each bootstrap "
+             "replicate (a seed's Adv and Adv+ trials are resampled with the same test images).",
+             ("Adv+ #", "Adv #"), ("Adv+", "Adv"))
+_STANDARD_PAIR = ("Standard training: LA against none", "Relative change (LA − none) / none [95% interval] for "
+                  "Standard training, computed in each bootstrap replicate (paired as above).",
+                  ("LA #", "Standard #"), ("Standard with LA", "Standard"))
 
 
 def _change_lines(changes: pd.DataFrame, seeds: Mapping[Any, Mapping[int, Any]], shown: list[tuple[str, str, str]],
-                  replicates: int) -> list[str]:
+                  replicates: int, pair: tuple[str, str, tuple[str, str], tuple[str, str]]) -> list[str]:
     pairs = [(int(r["setting"]), int(r["against"])) for _, r in changes.iterrows()] if not changes.empty else []
     pairs = [(p, a) for p, a in pairs if seeds.get(p) and seeds.get(a)]
     if not pairs:
         return [""]
-    lines = ["", "### Adv+ against Adv, 95% intervals", "",
-             "Relative change (Adv+ − Adv) / Adv [95% interval], computed in each bootstrap replicate (a seed's Adv "
-             "and Adv+ trials are resampled with the same test images).", ""]
-    heads = ["Adv+ #", "Adv #"] + [label for label, _, _ in shown]
-    lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    title, sentence, heads, names = pair
+    lines = ["", f"### {title}, 95% intervals", "", sentence, ""]
+    lines += ["| " + " | ".join([*heads, *(label for label, _, _ in shown)]) + " |",
+              "|" + "---|" * (len(shown) + 2)]
     words = []
     for plus, against in pairs:
         found = _intervals(seeds[plus], shown, replicates, reference=seeds[against])
         cells = [_cell(found[label], signed=True) if label in found else "–" for label, _, _ in shown]
         lines.append("| " + " | ".join([str(plus), str(against), *cells]) + " |")
-        words.append(_verdict(plus, against, {label: found[label] for label, _, _ in shown if label in found}))
+        words.append(_verdict(plus, against, {label: found[label] for label, _, _ in shown if label in found},
+                              names))
     return lines + [""] + words + [""]
 
 
-def _verdict(plus: int, against: int, found: Mapping[str, Interval]) -> str:
+def _verdict(plus: int, against: int, found: Mapping[str, Interval], names: tuple[str, str] = ("Adv+", "Adv")) -> str:
     """One sentence: which relative changes are distinguishable from zero (their interval excludes 0)."""
     measured = {label: i for label, i in found.items() if math.isfinite(i.estimate) and math.isfinite(i.low)}
     clear = [f"{label} ({_pct(i.estimate, True)}%)" for label, i in measured.items() if i.excludes_zero]
@@ -137,5 +151,5 @@ def _verdict(plus: int, against: int, found: Mapping[str, Interval]) -> str:
     if unclear:
         parts.append(f"Not distinguishable from zero: {', '.join(unclear)}.")
     if missing:
-        parts.append(f"No relative change (the Adv figure is 0): {', '.join(missing)}.")
-    return f"Adv+ #{plus} against Adv #{against}: " + " ".join(parts)
+        parts.append(f"No relative change (the {names[1]} figure is 0): {', '.join(missing)}.")
+    return f"{names[0]} #{plus} against {names[1]} #{against}: " + " ".join(parts)

@@ -47,16 +47,17 @@ def _config_keys(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c in known and c not in _IGNORED_KEYS]
 
 
-def roles(table: pd.DataFrame) -> pd.Series:
-    """Standard, Adv or Adv+ for each trial, from its resolved config (presets filled)."""
+def _resolved(table: pd.DataFrame) -> list[Any]:
+    """Each trial's resolved config (presets filled), in table order."""
     from latune.config import from_flat, resolve
 
     keys = _config_keys(table) + (["seed"] if "seed" in table else [])
-    out = []
-    for _, row in table.iterrows():
-        flat = {k: _plain(row[k]) for k in keys if _present(row[k])}
-        config = resolve(from_flat(flat))
-        out.append("Standard" if config.attack.eps == 0 else "Adv+" if config.la_active else "Adv")
+    return [resolve(from_flat({k: _plain(row[k]) for k in keys if _present(row[k])})) for _, row in table.iterrows()]
+
+
+def roles(table: pd.DataFrame) -> pd.Series:
+    """Standard, Adv or Adv+ for each trial, from its resolved config (presets filled)."""
+    out = ["Standard" if c.attack.eps == 0 else "Adv+" if c.la_active else "Adv" for c in _resolved(table)]
     return pd.Series(out, index=table.index, name="role")
 
 
@@ -84,12 +85,15 @@ def setting_table(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     finished = table[table["status"] == "TERMINATED"].copy()
     prefix = _split_prefix(finished)
     keys = _config_keys(finished)
-    finished["role"] = roles(finished)
+    configs = _resolved(finished)
+    finished["role"] = ["Standard" if c.attack.eps == 0 else "Adv+" if c.la_active else "Adv" for c in configs]
+    finished["_la"] = [c.la_active for c in configs]
     finished["_setting"] = finished[keys].astype(str).agg("|".join, axis=1) if keys else ""
     rows = []
     for _, group in finished.groupby("_setting", sort=False):
         first = group.iloc[0]
-        row: dict[str, Any] = {"role": first["role"], **{k: first[k] for k in keys}, "n": len(group),
+        row: dict[str, Any] = {"role": first["role"], "la": bool(first["_la"]), **{k: first[k] for k in keys},
+                               "n": len(group),
                                "seeds": ",".join(str(s) for s in sorted(group["seed"])) if "seed" in group else "",
                                "trials": [(str(t), int(group["seed"][i]) if "seed" in group else 0)
                                           for i, t in group["trial_id"].items()]}
@@ -106,21 +110,24 @@ def setting_table(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return out, prefix
 
 
-def relative_changes(settings: pd.DataFrame) -> pd.DataFrame:
-    """Each Adv+ setting against the Adv setting equal to it except for the LA keys: relative change
-    (Adv+ - Adv) / Adv of each class-wise figure (negative = a drop, what LA aims for)."""
+def relative_changes(settings: pd.DataFrame, *, standard: bool = False) -> pd.DataFrame:
+    """Each Adv+ setting against the Adv setting equal to it except for the LA keys (``standard``: each Standard
+    setting with LA against the Standard setting without it): relative change (LA - no LA) / no LA of each
+    class-wise figure (negative = a drop, what LA aims for)."""
     la_keys = {c for c in settings.columns if c.startswith("la.")}
     shared = [c for c in settings.columns if "." in c and c not in la_keys and not c.endswith("_sd")]
-    adv = settings[settings["role"] == "Adv"]
+    role = settings["role"] == "Standard" if standard else settings["role"].isin(["Adv", "Adv+"])
+    la = settings["la"] if "la" in settings else settings["role"] == "Adv+"
+    reference = settings[role & ~la]
     rows = []
-    for index, plus in settings[settings["role"] == "Adv+"].iterrows():
-        match = adv[[all(str(a[c]) == str(plus[c]) for c in shared) for _, a in adv.iterrows()]]
+    for index, treated in settings[role & la].iterrows():
+        match = reference[[all(str(a[c]) == str(treated[c]) for c in shared) for _, a in reference.iterrows()]]
         if match.empty:
             continue
         base = match.iloc[0]
         row: dict[str, Any] = {"setting": index, "against": int(match.index[0])}
         for _, metric in _CHANGES:
-            ref, value = base[metric], plus[metric]
+            ref, value = base[metric], treated[metric]
             row[metric] = (value - ref) / ref if _present(ref) and _present(value) and ref != 0 else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
@@ -177,19 +184,30 @@ def render(table: pd.DataFrame, *, title: str, pgd_label: str = "PGD-40",
         lines.append("No Adv+ setting has an Adv setting that differs from it only in LA.")
     else:
         lines.append("Relative change (Adv+ − Adv) / Adv of the mean over seeds; negative = a drop.")
-        lines.append("")
-        compared = [c for c in _CHANGES if changes[c[1]].notna().any()]
-        heads = ["Adv+ #", "Adv #"] + [label.format(pgd=pgd_label) for label, _ in compared]
-        lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-        for _, row in changes.iterrows():
-            cells = [str(int(row["setting"])), str(int(row["against"]))]
-            cells += ["–" if not _present(row[m]) else f"{row[m] * 100:+.1f}%" for _, m in compared]
-            lines.append("| " + " | ".join(cells) + " |")
+        lines += _change_table(changes, ("Adv+ #", "Adv #"), pgd_label)
+    standard = relative_changes(settings, standard=True)
+    if not standard.empty:  # LA without adversarial training: shown only when the sweep ran both
+        lines += ["", "## Standard training: LA against none", "",
+                  "Relative change (LA − none) / none of the mean over seeds, both trained without attacks."]
+        lines += _change_table(standard, ("LA #", "Standard #"), pgd_label)
     if outcomes is not None and replicates > 0:
         from latune.analysis.interval_report import interval_lines
 
-        lines += interval_lines(settings, changes, outcomes, pgd_label=pgd_label, replicates=replicates)
+        lines += interval_lines(settings, changes, outcomes, pgd_label=pgd_label, replicates=replicates,
+                                standard_changes=standard)
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _change_table(changes: pd.DataFrame, heads: tuple[str, str], pgd_label: str) -> list[str]:
+    """Markdown lines of a relative-change table (relative_changes' rows), percent with sign."""
+    compared = [c for c in _CHANGES if changes[c[1]].notna().any()]
+    lines = ["", "| " + " | ".join([*heads, *(label.format(pgd=pgd_label) for label, _ in compared)]) + " |",
+             "|" + "---|" * (len(compared) + 2)]
+    for _, row in changes.iterrows():
+        cells = [str(int(row["setting"])), str(int(row["against"]))]
+        cells += ["–" if not _present(row[m]) else f"{row[m] * 100:+.1f}%" for _, m in compared]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def pgd_label(table: pd.DataFrame) -> str:
