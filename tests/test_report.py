@@ -163,6 +163,7 @@ def test_report_cli_on_a_tiny_real_sweep(tmp_path):
     for role in ("Standard", "Adv", "Adv+"):
         assert f"| {role} |" in text
     assert "## Adv+ against Adv" in text and "%" in text.split("## Adv+ against Adv")[1]
+    assert "## Standard training: LA against none" in text  # the sweep trained Standard with δ = 0.2 too
     table = pd.read_parquet(next(tmp_path.glob("runs/mini-digits-*/results.parquet")))
     for column in ("test_mce", "test_ce_gaussian_noise_s5", "test_ce_noise", "mce", "corruption_class_error_sd"):
         assert table[column].notna().all(), column
@@ -174,7 +175,7 @@ def test_report_cli_on_a_tiny_real_sweep(tmp_path):
     assert len(list(tmp_path.glob("runs/mini-digits-*/*/test_outcomes.npz"))) == 8
     intervals = text.split("## 95% intervals")[1]
     assert "1000 replicates" in intervals and "corr. worst-class acc" in intervals and "Adv+ #" in intervals
-    assert "distinguishable from zero" in intervals
+    assert "distinguishable from zero" in intervals and "Standard with LA #1 against Standard #0:" in intervals
     client = MlflowClient(uri)
     parents = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                  "tags.`latune.role` = 'sweep'")
