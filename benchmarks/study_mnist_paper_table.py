@@ -13,7 +13,7 @@ Does label augmentation narrow class gaps on MNIST? The script
    training does not depend on ε, its models are the preset run's;
 3. writes ``python -m latune.report`` of each sweep to ``OUT/report-eps<r>.md``.
 
-    python benchmarks/study_mnist_paper_table.py --out study/          # the full study (about an hour on a GPU)
+    python benchmarks/study_mnist_paper_table.py --out study/          # the full study (2 h on a 2-core CPU)
     python benchmarks/study_mnist_paper_table.py --out study/ --radii 0.3 --epochs 3 --set eval.every=100
     python benchmarks/study_mnist_paper_table.py --out /tmp/s --small  # a few hundred images, for the tests
 
