@@ -140,7 +140,7 @@ def _change_lines(changes: pd.DataFrame, seeds: Mapping[Any, Mapping[int, Any]],
     return lines + [""] + words + [""]
 
 
-def _verdict(plus: int, against: int, found: Mapping[str, Interval], names: tuple[str, str] = ("Adv+", "Adv")) -> str:
+def _verdict(plus: int, against: int, found: Mapping[str, Interval], names: tuple[str, str]) -> str:
     """One sentence: which relative changes are distinguishable from zero (their interval excludes 0)."""
     measured = {label: i for label, i in found.items() if math.isfinite(i.estimate) and math.isfinite(i.low)}
     clear = [f"{label} ({_pct(i.estimate, True)}%)" for label, i in measured.items() if i.excludes_zero]

@@ -6,9 +6,9 @@ class-wise error mean and SD are the mean and *population* SD (ddof=0) of the K 
 worst-class accuracy is 1 - the largest per-class error. A class with no images is left out of all three.
 
 Intervals are bias-corrected percentile intervals (Efron's BC) of a plain bootstrap over test images: each
-run's images are resampled with replacement (B replicates, no stratification by class), and for a setting with several seeds each seed is
-resampled independently and the replicate's figure is the mean of the seeds' figures -- as the report's
-point estimate is the mean over seeds. The resample indices of a run depend only on (bootstrap seed, run seed,
+run's images are resampled with replacement (B replicates, no stratification by class), and for a setting
+with several seeds each seed is resampled independently and the replicate's figure is the mean of the seeds'
+figures -- as the report's point estimate is the mean over seeds. The resample indices of a run depend only on (bootstrap seed, run seed,
 number of images), so the Adv and Adv+ runs of one seed, which are evaluated on the same test images, are
 resampled identically: the relative change (Adv+ - Adv) / Adv is computed per replicate of that paired
 resample. The intervals cover test-image sampling only, for the trained models at hand; the spread over
@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from statistics import NormalDist
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 

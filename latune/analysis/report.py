@@ -55,10 +55,13 @@ def _resolved(table: pd.DataFrame) -> list[Any]:
     return [resolve(from_flat({k: _plain(row[k]) for k in keys if _present(row[k])})) for _, row in table.iterrows()]
 
 
+def _role(config: Any) -> str:
+    return "Standard" if config.attack.eps == 0 else "Adv+" if config.la_active else "Adv"
+
+
 def roles(table: pd.DataFrame) -> pd.Series:
     """Standard, Adv or Adv+ for each trial, from its resolved config (presets filled)."""
-    out = ["Standard" if c.attack.eps == 0 else "Adv+" if c.la_active else "Adv" for c in _resolved(table)]
-    return pd.Series(out, index=table.index, name="role")
+    return pd.Series([_role(c) for c in _resolved(table)], index=table.index, name="role")
 
 
 def _plain(value: Any) -> Any:
@@ -86,7 +89,7 @@ def setting_table(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     prefix = _split_prefix(finished)
     keys = _config_keys(finished)
     configs = _resolved(finished)
-    finished["role"] = ["Standard" if c.attack.eps == 0 else "Adv+" if c.la_active else "Adv" for c in configs]
+    finished["role"] = [_role(c) for c in configs]
     finished["_la"] = [c.la_active for c in configs]
     finished["_setting"] = finished[keys].astype(str).agg("|".join, axis=1) if keys else ""
     rows = []
@@ -117,7 +120,7 @@ def relative_changes(settings: pd.DataFrame, *, standard: bool = False) -> pd.Da
     la_keys = {c for c in settings.columns if c.startswith("la.")}
     shared = [c for c in settings.columns if "." in c and c not in la_keys and not c.endswith("_sd")]
     role = settings["role"] == "Standard" if standard else settings["role"].isin(["Adv", "Adv+"])
-    la = settings["la"] if "la" in settings else settings["role"] == "Adv+"
+    la = settings["la"]
     reference = settings[role & ~la]
     rows = []
     for index, treated in settings[role & la].iterrows():
