@@ -99,6 +99,7 @@ class EvalConfig:
     steps: int = 40  # PGD iterations
     restarts: int = 1  # random restarts; an image counts as robust only if it survives all
     every: int = 1  # evaluate on the validation split every N epochs (and always on the first and last)
+    test_every: int = 0  # also clean/robust test_* metrics every N epochs (learning curves of a record); 0 = last only
     max_images: int = 0  # evaluate on at most this many images per split (first N, fixed); 0 = all
     batch_size: int = 256  # images per evaluation batch
     # common corruptions evaluated after the last epoch: none, all, a family (noise, blur, weather, digital)
@@ -259,6 +260,7 @@ def validate(config: Config) -> None:
     _check(e.steps >= 0, "eval.steps", ">= 0", e.steps)
     _check(e.restarts >= 1, "eval.restarts", ">= 1", e.restarts)
     _check(e.every >= 1, "eval.every", ">= 1", e.every)
+    _check(e.test_every >= 0, "eval.test_every", ">= 0 (0 = after the last epoch only)", e.test_every)
     _check(e.max_images >= 0, "eval.max_images", ">= 0 (0 = all)", e.max_images)
     _check(e.batch_size >= 1, "eval.batch_size", ">= 1", e.batch_size)
     corruption_names(e.corruptions)  # raises ConfigError naming eval.corruptions and the allowed values

@@ -272,6 +272,8 @@ def train(config: Config, *, resume: dict[str, Any] | None = None, run: RunSetup
         outcomes: dict[str, Any] = {}
         if epoch + 1 == c.optim.epochs:
             metrics.update(_test(run, settings, outcomes))
+        elif c.eval.test_every and (epoch + 1) % c.eval.test_every == 0:
+            metrics.update(_test_curve(run, settings))
         yield Epoch(epoch=epoch + 1, metrics=metrics, state_dict=loop.snapshot(epoch + 1, latest), model=run.model,
                     test_outcomes=outcomes or None)
 
@@ -311,10 +313,21 @@ def _check_corruptions(run: RunSetup, settings: EvalSettings, epoch: int, latest
     return latest
 
 
+def _test_curve(run: RunSetup, settings: EvalSettings) -> dict[str, Any]:
+    """The clean and robust test_* metrics of an epoch before the last (eval.test_every): the learning curves a
+    recorded benchmark replays (benchmarks/replay_search.py) judge a front chosen on validation by these."""
+    started = time.perf_counter()
+    test = {f"test_{key}": value for key, value in evaluate(run.model, run.data.test, settings).items()}
+    test["test_eval_time_s"] = time.perf_counter() - started
+    return test
+
+
 def _test(run: RunSetup, settings: EvalSettings, outcomes: dict[str, Any]) -> dict[str, Any]:
     """The test_* metrics after the last epoch: clean, robust, transformation head and corruptions; ``outcomes``
     gets the per-image results the report's bootstrap intervals resample."""
+    started = time.perf_counter()
     test = evaluate(run.model, run.data.test, settings, outcomes=outcomes)
+    test["eval_time_s"] = time.perf_counter() - started
     if run.corruptions:
         test.update(evaluate_corruptions(run.model, run.data.test, settings, files=run.test_corruption_files,
                                          baseline=run.corruption_baseline.get("test_"), outcomes=outcomes))

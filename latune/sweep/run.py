@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from latune.errors import ConfigError, UserError
-from latune.sweep.spec import SweepSpec, expected_trials
+from latune.sweep.spec import SweepSpec, expected_trials, grid_points
 
 __all__ = ["SweepOutcome", "run_sweep", "plan_resources", "experiment_name", "resolved_epochs", "error_line"]
 
@@ -62,7 +62,9 @@ def _tune_space(spec: SweepSpec) -> dict[str, Any]:
 
     space: dict[str, Any] = dict(spec.base)
     for dim in spec.space:
-        if dim.kind == "grid":
+        if dim.kind == "grid" and spec.blocks:  # a list of grids: its points come from _grid_points_search
+            space[dim.key] = tune.choice(list(dim.values))
+        elif dim.kind == "grid":
             space[dim.key] = tune.grid_search(list(dim.values))
         elif dim.kind == "choice":
             space[dim.key] = tune.choice(list(dim.values))
@@ -200,15 +202,29 @@ def _tuner(spec: SweepSpec, plan: _Plan, callbacks: list, *, resume: bool, verbo
     # fresh, or interrupted before Tune saved any state (Tuner.restore cannot handle that)
     search_alg = (optuna_search(spec, plan.study_url, plan.name, plan.concurrent, resolved_epochs(spec))
                   if spec.algorithm == "optuna" else None)
+    num_samples = spec.num_samples
+    if spec.blocks:
+        search_alg, num_samples = _grid_points_search(spec, plan.concurrent)
     return tune.Tuner(
         trainable, param_space=_tune_space(spec),
-        tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=spec.num_samples,
-                                    max_concurrent_trials=None if search_alg else plan.concurrent, reuse_actors=False,
+        tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=num_samples,
+                                    max_concurrent_trials=None if search_alg else plan.concurrent,
+                                    reuse_actors=False,
                                     scheduler=pareto_scheduler(spec)),
         run_config=tune.RunConfig(
             name=plan.name, storage_path=plan.storage, verbose=tune_verbosity(verbose), callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=spec.max_retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+
+
+def _grid_points_search(spec: SweepSpec, concurrent: int) -> tuple[Any, int]:
+    """(searcher, num_samples) of a list of grids: Tune's own variant generator given every point of the union
+    (grid_points) as a point to evaluate, each searched key a choice it never samples, since every point sets
+    every key. Tune saves this searcher with the experiment, so --resume continues the same points."""
+    from ray.tune.search import BasicVariantGenerator
+
+    points = grid_points(spec) * spec.num_samples
+    return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=concurrent), len(points)
 
 
 def _rows(spec: SweepSpec, grid: Any) -> list[dict[str, Any]]:

@@ -13,6 +13,9 @@ A sweep file names a search over latune's config keys; its format (documented in
       optim.lr: {loguniform: [0.005, 0.05]}
       la.transform_set: {choice: [augmix_ops, geometric]}
       la.m: {int: [1, 3]}                 # inclusive integer range
+    # grid sweeps only: a list of such mappings is a union of grids (each block every combination of its own
+    # lists, every block naming the same keys; a point two blocks share runs once), e.g. one block with
+    # la.delta: [0] and one value of each LA key, so settings LA ignores are not trained again and again
     search: {algorithm: grid | optuna, sampler: nsga2 | tpe | random, seed: 0, num_samples: 1, max_concurrent: 0}
     objectives: {clean_acc: max, robust_acc: max, robust_class_error_sd: min}
     resources: {cpu: 1, gpu: 0}           # per trial; gpu may be a fraction (0.25 packs 4 trials per GPU) or "auto"
@@ -83,6 +86,9 @@ class SweepSpec:
     path: str | None = None  # the file it came from
     early_stopping: EarlyStopping | None = None  # rungs of the early-stopping scheduler; None = off
     constraints: tuple[Constraint, ...] = ()  # bounds on reported metrics: only feasible trials make the front
+    # grid sweeps whose space is a list of grids: each block's dimensions (space then holds every key with the
+    # union of its values, in order); () = the one grid of space
+    blocks: tuple[tuple[Dimension, ...], ...] = ()
 
 
 def shipped_sweeps_dir() -> Path:
@@ -179,13 +185,15 @@ def parse_sweep(raw: Any, *, data: str | None = None, overrides: dict[str, Any] 
     unknown = [k for k in raw if k not in _TOP_KEYS]
     if unknown:
         raise _fail(where, f"unknown field {unknown[0]!r}; allowed: {', '.join(_TOP_KEYS)}")
-    base, space, epochs = _parse_base_and_space(raw, data, overrides, where)
+    base, space, epochs, blocks = _parse_base_and_space(raw, data, overrides, where)
     search = _parse_search(raw.get("search") or {}, space)
+    if blocks and search["algorithm"] != "grid":
+        raise _fail("space", "a list of grids needs search.algorithm: grid; use one mapping with optuna")
     objectives = _parse_objectives(raw.get("objectives") or DEFAULT_OBJECTIVES)
     cpu, gpu, max_retries = _parse_resources(raw.get("resources") or {}, raw.get("max_retries", 0))
     spec = SweepSpec(name=str(raw.get("name") or default_name), description=str(raw.get("description") or ""),
                      base=base, space=space, **search, objectives=objectives, cpu=cpu, gpu=gpu,
-                     max_retries=max_retries, epochs=epochs, path=path)
+                     max_retries=max_retries, epochs=epochs, path=path, blocks=blocks)
     _check_values(spec)
     _check_corruption_objectives(spec)
     _check_robust_objectives(spec)
@@ -194,10 +202,13 @@ def parse_sweep(raw: Any, *, data: str | None = None, overrides: dict[str, Any] 
                                                        searched=[d.key for d in spec.space]))
 
 
-def _parse_base_and_space(raw: dict, data: str | None, overrides: dict[str, Any] | None,
-                          where: str) -> tuple[dict[str, Any], tuple[Dimension, ...], Any]:
-    """(typed base keys, searched dimensions, epochs): presets filled, --data and --set pinned, base validated."""
+def _parse_base_and_space(raw: dict, data: str | None, overrides: dict[str, Any] | None, where: str
+                          ) -> tuple[dict[str, Any], tuple[Dimension, ...], Any, tuple[tuple[Dimension, ...], ...]]:
+    """(typed base keys, searched dimensions, epochs, grid blocks): presets filled, --data and --set pinned,
+    base validated; blocks is () unless space is a list of grids."""
     base, space_raw = raw.get("base") or {}, raw.get("space") or {}
+    if isinstance(space_raw, list):
+        return _parse_blocks(raw, data, overrides, where)
     if not isinstance(base, dict) or not isinstance(space_raw, dict):
         raise _fail(where, "base and space must be mappings of dotted config keys")
     base, space_raw = dict(base), dict(space_raw)  # copies: --set pins below must not edit the caller's mapping
@@ -222,7 +233,29 @@ def _parse_base_and_space(raw: dict, data: str | None, overrides: dict[str, Any]
     base.setdefault("data.name", checked_base.data.name)  # the experiment is named after it (latune.sweep)
     data_name = checked_base.data.name
     space = tuple(_scaled(_dimension(str(k), v, f"space.{k}"), data_name) for k, v in space_raw.items())
-    return base, space, epochs
+    return base, space, epochs, ()
+
+
+def _parse_blocks(raw: dict, data: str | None, overrides: dict[str, Any] | None, where: str
+                  ) -> tuple[dict[str, Any], tuple[Dimension, ...], Any, tuple[tuple[Dimension, ...], ...]]:
+    """``space`` as a list of grids: each block parsed as a one-grid space; space = each key's values in order."""
+    blocks_raw = raw["space"]
+    if not blocks_raw or not all(isinstance(b, dict) and b for b in blocks_raw):
+        raise _fail("space", "a list of grids must hold non-empty mappings of dotted config keys")
+    blocks, base, epochs = [], {}, None
+    for index, block_raw in enumerate(blocks_raw):
+        base, dims, epochs, _ = _parse_base_and_space({**raw, "space": block_raw}, data, overrides, where)
+        if any(d.kind != "grid" for d in dims):
+            key = next(d.key for d in dims if d.kind != "grid")
+            raise _fail(f"space[{index}].{key}", "a list of grids takes lists (grid) only")
+        if blocks and [d.key for d in dims] != [d.key for d in blocks[0]]:
+            raise _fail(f"space[{index}]", "every grid of the list must name the same keys in the same order, "
+                                           f"got {', '.join(d.key for d in dims)} after "
+                                           f"{', '.join(d.key for d in blocks[0])}")
+        blocks.append(dims)
+    merged = tuple(Dimension(d.key, "grid", tuple(dict.fromkeys(v for block in blocks for v in block[i].values)))
+                   for i, d in enumerate(blocks[0]))
+    return base, merged, epochs, tuple(blocks)
 
 
 def _parse_search(search: Any, space: tuple[Dimension, ...]) -> dict[str, Any]:
@@ -327,7 +360,11 @@ def _check_values(spec: SweepSpec) -> None:
                 from_flat({**spec.base, dim.key: value})
             except ConfigError as err:
                 raise _fail(f"space.{dim.key}", str(err)) from None
-    discrete = [d for d in spec.space if d.kind in ("grid", "choice", "int")]
+    for block in spec.blocks or (spec.space,):
+        _check_combinations(spec, [d for d in block if d.kind in ("grid", "choice", "int")])
+
+
+def _check_combinations(spec: SweepSpec, discrete: list[Dimension]) -> None:
     total = math.prod(len(_candidate_values(d)) for d in discrete) if discrete else 0
     if 1 < len(discrete) and total <= _MAX_COMBINATIONS:
         for combo in itertools.product(*(_candidate_values(d) for d in discrete)):
@@ -340,9 +377,14 @@ def _check_values(spec: SweepSpec) -> None:
 
 
 def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
-    """The grid sweep's trials (grid dimensions only; sampled ones shown as their distribution)."""
-    grid = [d for d in spec.space if d.kind == "grid"]
-    return [dict(zip((d.key for d in grid), combo)) for combo in itertools.product(*(d.values for d in grid))]
+    """The grid sweep's trials (grid dimensions only; sampled ones shown as their distribution); with a list of
+    grids, each block's points in turn, a point already listed skipped."""
+    points: dict[tuple, dict[str, Any]] = {}
+    for block in spec.blocks or (spec.space,):
+        grid = [d for d in block if d.kind == "grid"]
+        for combo in itertools.product(*(d.values for d in grid)):
+            points.setdefault(tuple(zip((d.key for d in grid), combo)), dict(zip((d.key for d in grid), combo)))
+    return list(points.values())
 
 
 def trial_overrides(spec: SweepSpec, sampled: dict[str, Any]) -> dict[str, Any]:
