@@ -11,7 +11,7 @@ from latune.errors import ConfigError
 
 __all__ = ["AUGMIX_PRIMITIVES", "TRANSFORM_SETS", "CORRUPTION_FAMILIES", "CORRUPTIONS", "CORRUPTION_SEVERITIES",
            "CORRUPTION_SUMMARY_KEYS", "corruption_names",
-           "AUDIT_ATTACKS", "DEFAULT_AUDIT_ATTACKS", "MASKING_GAP"]
+           "AUDIT_ATTACKS", "DEFAULT_AUDIT_ATTACKS", "MASKING_GAP", "SAMPLERS"]
 
 # AugMix's `augmentations` list (CIFAR), in its order; the op choice index of the augmix op refers to this order
 AUGMIX_PRIMITIVES: tuple[str, ...] = (
@@ -54,6 +54,10 @@ CORRUPTION_SUMMARY_KEYS: tuple[str, ...] = (
 AUDIT_ATTACKS: dict[str, int] = {"pgd40": 40, "apgd-ce": 100, "autoattack": 100}
 DEFAULT_AUDIT_ATTACKS: tuple[str, ...] = ("pgd40", "apgd-ce")
 MASKING_GAP = 0.05  # robust-accuracy gap (absolute, in [0,1]) between pgd40 and a stronger attack that warns
+
+# search.sampler of algorithm: optuna sweeps (latune.sweep.samplers builds them): NSGA-II, multi-objective TPE,
+# Gaussian process (logEHVI, constraint-aware) and random search
+SAMPLERS: tuple[str, ...] = ("nsga2", "tpe", "gp", "random")
 
 
 def corruption_names(spec: str) -> tuple[str, ...]:

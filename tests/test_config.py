@@ -53,6 +53,7 @@ def test_resolve_keeps_explicit_values():
     ("eval.corruptions", "fog,haze", "eval.corruptions: unknown 'haze'"),
     ("eval.corruption_severities", "0,3", "eval.corruption_severities: must be a non-empty list of severities in 1..5"),
     ("eval.corruption_every", -1, "eval.corruption_every: must be >= 0"),
+    ("eval.test_every", -1, "eval.test_every: must be >= 0 (0 = after the last epoch only)"),
     ("eval.corruptions_dir", "/data/CIFAR-10-C", "eval.corruptions_dir: must be none unless data.name is cifar10"),
 ])
 def test_bad_values_raise_one_clear_line(key, value, fragment):

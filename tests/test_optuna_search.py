@@ -34,16 +34,20 @@ def _trials(tmp_path):
 
 def test_a_trial_stopped_before_its_budget_is_pruned_never_complete(tmp_path):
     search = _search(tmp_path)
-    for trial_id in ("pruned", "complete", "error", "nan"):
+    for trial_id in ("pruned", "complete", "error", "nan", "nan_at_rung"):
         search.suggest(trial_id)
     search.on_trial_complete("pruned", _result(2, robust=0.3))
     search.on_trial_complete("complete", _result(4))
     search.on_trial_complete("error", _result(1), error=True)
     search.on_trial_complete("nan", _result(4, robust=math.nan))
+    search.on_trial_complete("nan_at_rung", _result(1, robust=math.nan))
     search.on_trial_complete("complete", _result(4))  # a repeated completion changes nothing
 
     study, trials = _trials(tmp_path)
-    assert [trials[i].state for i in range(4)] == [STATE.PRUNED, STATE.COMPLETE, STATE.FAIL, STATE.FAIL]
+    # one rule with results.parquet and MLflow (latune.analysis.outcome): stopped at a rung is PRUNED, NaN or not;
+    # a NaN objective after the whole budget is FAIL
+    assert [trials[i].state for i in range(5)] == [STATE.PRUNED, STATE.COMPLETE, STATE.FAIL, STATE.FAIL, STATE.PRUNED]
+    assert math.isnan(trials[4].user_attrs["robust_acc"]) and trials[4].user_attrs["epochs_trained"] == 1
     assert study.metric_names == list(OBJECTIVES)  # optuna-dashboard labels the front's axes with them
     pruned, complete = trials[0], trials[1]
     assert pruned.values is None and pruned.user_attrs["epochs_trained"] == 2
@@ -80,3 +84,13 @@ def test_the_sweeps_searcher_has_the_sweeps_sampler_and_names(tmp_path):
     inner = limiter.searcher
     assert isinstance(inner, LatuneOptunaSearch) and inner._budget == 10
     assert isinstance(inner._sampler, optuna.samplers.NSGAIISampler) and inner._constraints == spec.constraints
+
+
+@pytest.mark.parametrize(("name", "kind"), [("nsga2", optuna.samplers.NSGAIISampler),
+                                            ("tpe", optuna.samplers.TPESampler), ("gp", optuna.samplers.GPSampler),
+                                            ("random", optuna.samplers.RandomSampler)])
+def test_every_sampler_of_the_sweep_file_reaches_the_searcher(tmp_path, name, kind):
+    spec = parse_sweep({"space": {"la.delta": {"uniform": [0.0, 0.3]}},
+                        "search": {"algorithm": "optuna", "sampler": name, "num_samples": 16}})
+    inner = optuna_search(spec, f"sqlite:///{tmp_path}/o.db", "study", concurrent=2, budget=10).searcher
+    assert isinstance(inner._sampler, kind)

@@ -59,6 +59,16 @@ def test_trial_row_status_error_and_unfinished():
     assert trial_row("p", {}, [], OBJ, None, epochs=5)["status"] == "UNFINISHED"
 
 
+def test_a_whole_budget_without_an_objective_is_an_error_a_nan_at_a_rung_is_pruned():
+    """latune.analysis.outcome's one rule, as Optuna and MLflow apply it (tests/test_optuna_search.py, test_tracking)."""
+    nan_last = [_epoch(1, 0.5, 0.3), _epoch(2, float("nan"), 0.2)]
+    row = trial_row("n", {}, nan_last, OBJ, None, epochs=2)
+    assert row["status"] == "ERROR"
+    assert row["error"] == "ValueError: objective clean_acc not measured (missing or NaN) at the last epoch"
+    stopped = [_epoch(1, float("nan"), 0.3) | {"done": True}]
+    assert trial_row("s", {}, stopped, OBJ, None, epochs=2)["status"] == "PRUNED"
+
+
 # ---------------------------------------------------------------- results_table
 
 def _known_rows():

@@ -32,7 +32,11 @@ def test_auto_grace_is_a_tenth_of_every_presets_budget(budget, grace):
     ({"grace_epochs": 1.5}, r"^early_stopping\.grace_epochs: must be"),
     ({"reduction_factor": 1}, r"^early_stopping\.reduction_factor: must be an integer >= 2, got 1$"),
     ({"reduction_factor": True}, r"^early_stopping\.reduction_factor: must be an integer >= 2"),
-    ({"grace": 2}, r"^early_stopping: unknown field 'grace'; allowed: grace_epochs, reduction_factor$"),
+    ({"grace": 2}, r"^early_stopping: unknown field 'grace'; allowed: grace_epochs, reduction_factor, front_order, "
+                   r"min_results$"),
+    ({"front_order": "crowding"}, r"^early_stopping\.front_order: unknown value 'crowding'; allowed: hypervolume, "
+                                  r"epsilon_net$"),
+    ({"min_results": 1}, r"^early_stopping\.min_results: must be an integer >= 2"),
     ([2, 3], r"^early_stopping: expected a mapping"),
 ])
 def test_bad_early_stopping_settings_are_one_line_errors(raw, message):
@@ -103,15 +107,50 @@ def test_a_rung_where_every_result_misses_the_bound_still_ranks_by_every_objecti
     rung = [(0.90, 0.40, 0.10), (0.30, 0.45, 0.40), (0.85, 0.30, 0.05), (0.20, 0.10, 0.50)]
     misses = [0.9 - r[1] for r in rung]
     assert rung_order(rung, MAX3, violations=misses) == rung_order(rung, MAX3)
-    assert rung_order(rung, MAX3, violations=misses)[0] == 0  # the best clean accuracy seeds the ε-net
+    # (0.20, 0.10, 0.50) is dominated by (0.90, 0.40, 0.10): last either way; the miss is one more objective
+    assert rung_order(rung, MAX3, violations=misses)[-1] == 3
 
 
-def test_ties_within_a_front_follow_the_epsilon_net():
-    # a 2-objective front: first the best in the first objective, then the farthest from it, then the middle
+def test_ties_within_a_front_follow_the_epsilon_net_from_the_compromise():
+    # a 2-objective front: first the member nearest the ideal (1, 1) scaled, then the farthest from it, ...
     front = [(1.0, 0.0), (0.9, 0.5), (0.0, 1.0)]
-    assert rung_order(front, ["max", "max"]) == [0, 2, 1]
-    assert continues(front, ["max", "max"], index=2, eta=2) is False  # n = 3, eta 2: one goes on (index 0)
-    assert rung_order(front + [(0.5, 0.5)], ["max", "max"]) == [0, 2, 1, 3]  # (0.5, 0.5) is dominated by (0.9, 0.5)
+    assert rung_order(front, ["max", "max"], front_order="epsilon_net") == [1, 2, 0]
+    assert not continues(front, ["max", "max"], index=0, eta=2, front_order="epsilon_net")  # one goes on: index 1
+    dominated = front + [(0.5, 0.4)]  # dominated by (0.9, 0.5): after the whole front
+    assert rung_order(dominated, ["max", "max"], front_order="epsilon_net") == [1, 2, 0, 3]
+
+
+def test_ties_within_a_front_follow_greedy_hypervolume_contributions():
+    # minimised and scaled to [0, 1]: A (0, 1), B (0.1, 0.5), C (1, 0); reference 1.1 in each.
+    # Alone: A 1.1 x 0.1 = 0.11, B 1.0 x 0.6 = 0.60, C 0.1 x 1.1 = 0.11 -> B first.
+    # Beside B: A adds [0, 0.1] x [1, 1.1] = 0.01, C adds [1, 1.1] x [0, 0.5] = 0.05 -> C, then A.
+    front = [(1.0, 0.0), (0.9, 0.5), (0.0, 1.0)]
+    assert rung_order(front, ["max", "max"]) == [1, 2, 0]
+    assert rung_order(front, ["max", "max"], front_order="hypervolume") == [1, 2, 0]
+    assert continues(front, ["max", "max"], index=1, eta=2) and not continues(front, ["max", "max"], index=2, eta=2)
+
+
+@pytest.mark.parametrize("front_order", ["hypervolume", "epsilon_net"])
+def test_no_objective_wins_ties_by_coming_first(front_order):
+    # the rung: the best clean accuracy (the weakest defence) used to go first, by column order alone
+    rung = [(0.99, 0.25, 0.30), (0.80, 0.60, 0.10), (0.85, 0.55, 0.12)]
+    assert rung_order(rung, MAX3, front_order=front_order)[0] != 0
+    # each accuracy's best and a compromise: the compromise goes first, whichever accuracy is the first column
+    rung = [(0.95, 0.40, 0.2), (0.40, 0.95, 0.2), (0.80, 0.80, 0.2)]
+    swapped = [(robust, clean, sd) for clean, robust, sd in rung]
+    assert rung_order(rung, MAX3, front_order=front_order)[0] == 2
+    assert rung_order(swapped, MAX3, front_order=front_order)[0] == 2
+
+
+def test_min_results_judges_from_the_second_result_on():
+    # eta 3 judges from the third result; min_results 2 from the second, keeping max(1, n // 3)
+    assert continues([FRONT_A, DOMINATED], MAX3, index=1, eta=3)
+    assert not continues([FRONT_A, DOMINATED], MAX3, index=1, eta=3, min_results=2)
+    assert continues([DOMINATED, FRONT_A], MAX3, index=1, eta=3, min_results=2)
+    assert continues([FRONT_A], MAX3, index=0, eta=3, min_results=2)  # the first result: nothing to compare
+    settings = parse_early_stopping({"min_results": 2}, budget=10, searched=[])
+    assert settings.judged_from == 2 and "judged from the 2nd result" in settings.describe()
+    assert parse_early_stopping({}, budget=10, searched=[]).judged_from == 3
 
 
 def test_a_rung_entry_holds_the_objectives_then_the_violation():

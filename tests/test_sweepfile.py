@@ -8,7 +8,7 @@ import yaml
 
 from latune.cli import sweep as sweep_cli_module
 from latune.config import PRESETS, ConfigError, from_flat
-from latune.sweep.spec import (grid_points, load_sweep, parse_sweep, resolve_sweep_path, shipped_sweeps_dir,
+from latune.sweep.spec import (expected_trials, grid_points, load_sweep, parse_sweep, resolve_sweep_path, shipped_sweeps_dir,
                               trial_overrides)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,7 +156,7 @@ BAD = {
     "unknown_algorithm": ("space: {la.delta: {choice: [0.0, 0.1]}}\nsearch: {algorithm: bayes}\n",
                           "search.algorithm: unknown value 'bayes'; allowed: grid, optuna"),
     "unknown_sampler": ("space: {la.delta: {choice: [0.0, 0.1]}}\nsearch: {algorithm: optuna, sampler: cmaes}\n",
-                        "search.sampler: unknown value 'cmaes'; allowed: nsga2, tpe, random"),
+                        "search.sampler: unknown value 'cmaes'; allowed: nsga2, tpe, gp, random"),
     "unknown_search_field": ("space: {la.delta: [0.0, 0.1]}\nsearch: {algoritm: grid}\n",
                              "search: unknown field 'algoritm'"),
     "space_key_not_a_config_key": ("space: {attack.epz: [0.0, 0.1]}\n",
@@ -302,3 +302,87 @@ def test_cli_bad_input_in_a_subprocess_is_fast_one_line_exit_2_and_writes_nothin
     assert result.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no runs/, nothing else
     assert result.seconds < 10, f"rejecting a bad sweep took {result.seconds:.1f}s (was Ray started?)"
+
+
+# ---------------------------------------------------------------- a list of grids; early stopping's rungs
+
+UNION = {"space": [{"la.delta": [0.0], "la.p": [0.5], "attack.eps": [0.0, 0.1]},
+                   {"la.delta": [0.1, 0.2], "la.p": [0.5, 1.0], "attack.eps": [0.1]},
+                   {"la.delta": [0.0], "la.p": [0.5], "attack.eps": [0.1]}]}  # a point of block 1 again
+
+
+def test_a_list_of_grids_is_their_union_with_shared_points_once():
+    spec = parse_sweep(UNION)
+    points = grid_points(spec)
+    assert points == [{"la.delta": 0.0, "la.p": 0.5, "attack.eps": 0.0}, {"la.delta": 0.0, "la.p": 0.5, "attack.eps": 0.1},
+                      {"la.delta": 0.1, "la.p": 0.5, "attack.eps": 0.1}, {"la.delta": 0.1, "la.p": 1.0, "attack.eps": 0.1},
+                      {"la.delta": 0.2, "la.p": 0.5, "attack.eps": 0.1}, {"la.delta": 0.2, "la.p": 1.0, "attack.eps": 0.1}]
+    assert expected_trials(spec) == 6 and len(spec.blocks) == 3
+    assert [(d.key, d.values) for d in spec.space] == [("la.delta", (0.0, 0.1, 0.2)), ("la.p", (0.5, 1.0)),
+                                                       ("attack.eps", (0.0, 0.1))]
+    pinned = parse_sweep(UNION, overrides={"attack.eps": "0.1"})  # --set pins a key in every block
+    assert len(grid_points(pinned)) == 5 and all("attack.eps" not in p for p in grid_points(pinned))
+
+
+@pytest.mark.parametrize(("space", "search", "message"), [
+    ([{"la.delta": [0.0]}, {"la.p": [0.5]}], {}, r"^space\[1\]: every grid of the list must name the same keys"),
+    ([{"la.delta": {"choice": [0.0, 0.1]}}], {}, r"^space\[0\]\.la\.delta: a list of grids takes lists \(grid\) only"),
+    ([{"la.delta": [0.0]}], {"algorithm": "optuna"}, r"^space: "),
+    ([{"la.delta": [0.0]}, {}], {}, r"^space: a list of grids must hold non-empty mappings"),
+    ([{"la.delta": [0.0, 1.5]}], {}, r"la\.delta: must be in \[0, 1\)"),
+    ([{"la.transform_set": ["geometric"], "la.m": [9]}], {}, r"^space: the combination la\.transform_set=geometric"),
+])
+def test_a_bad_list_of_grids_is_one_line_naming_the_block(space, search, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        parse_sweep({"space": space, "search": search})
+    assert "\n" not in str(caught.value)
+
+
+def test_the_la_bench_record_trains_each_delta_zero_setting_once():
+    spec = load_sweep("la_bench")
+    points = grid_points(spec)
+    assert len(points) == 220 and len({tuple(sorted(p.items())) for p in points}) == 220
+    zero = [p for p in points if p["la.delta"] == 0.0]
+    assert len(zero) == 4  # 2 eps x 2 lr, not 2 x 2 x 3 sets x 2 m x 2 p
+    seed_one = [p for p in points if p["seed"] == 1]
+    assert len(seed_one) == 24 and all({**p, "seed": 0} in points for p in seed_one)  # repeats of recorded points
+    assert {p["la.delta"] for p in points} == {0.0, 0.01, 0.03, 0.1, 0.3} and {p["attack.eps"] for p in points} == {0.0, 0.1}
+    assert spec.base["eval.test_every"] == 1
+
+
+def test_the_gp_sampler_is_a_sweep_file_choice():
+    spec = parse_sweep({"space": {"la.delta": {"uniform": [0.0, 0.3]}}, "search": {"algorithm": "optuna", "sampler": "gp"}})
+    assert spec.sampler == "gp"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"base": {"eval.corruptions": "noise"}, "objectives": {"robust_acc": "max", "corruption_class_error_sd": "min"}},
+     r"^early_stopping: corruption_class_error_sd is not measured at rung epoch 1 \(rungs 1, 3, 9\) with "
+     r"eval\.corruption_every=0"),
+    ({"base": {"eval.corruptions": "noise", "eval.corruption_every": 3},
+      "objectives": {"robust_acc": "max", "corruption_class_error_sd": "min"}},
+     r"^early_stopping: corruption_class_error_sd is not measured at rung epoch 1 .* eval\.corruption_every=3"),
+    ({"base": {"eval.every": 2}}, r"^early_stopping: clean_acc is not measured at rung epoch 3 .* eval\.every=2"),
+    # train_loss is measured every epoch; the constraint's metric is judged too
+    ({"base": {"eval.every": 4}, "objectives": {"train_loss": "min"}, "constraints": {"robust_acc": {"min": 0.1}}},
+     r"^early_stopping: robust_acc is not measured at rung epoch 3 .* eval\.every=4"),
+])
+def test_early_stopping_is_refused_unless_every_judged_metric_is_measured_at_every_rung(extra, message):
+    raw = {"space": {"la.delta": [0.0, 0.1]}, "early_stopping": {}, **extra}
+    with pytest.raises(ConfigError, match=message) as caught:
+        parse_sweep(raw)
+    assert "\n" not in str(caught.value)
+    measured = {**raw, "base": {**raw.get("base", {}), "eval.every": 1, "eval.corruption_every": 1}}
+    assert parse_sweep(measured).early_stopping.rungs == (1, 3, 9)  # measured every epoch: accepted
+
+
+def test_the_early_stopping_flag_is_refused_the_same_way(tmp_path, monkeypatch, capsys):
+    (tmp_path / "corr.yaml").write_text(yaml.safe_dump({
+        "base": {"eval.corruptions": "noise"}, "space": {"la.delta": [0.0, 0.1]},
+        "objectives": {"robust_acc": "max", "corruption_class_error_sd": "min"}}))
+    monkeypatch.chdir(tmp_path)
+    assert sweep_cli_module.main(["corr.yaml", "--early-stopping"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert err.startswith("error: --early-stopping: corruption_class_error_sd is not measured at rung epoch 1"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corr.yaml"]

@@ -24,7 +24,7 @@ from latune.analysis.pareto import default_reference, front_table, hypervolume
 from latune.provenance import git_commit
 from latune.tracking.sync import sync
 from latune.tracking.tracker import SweepTracker
-from latune.tracking.records import SweepInfo, TrialRecord, by_epoch
+from latune.tracking.records import SweepInfo, TrialRecord, by_epoch, outcome_tags, unmeasured_at_end
 
 HUGE_LR = 1.0e12  # diverges in the first epoch: a FAILED trial
 SWEEP = f"""name: {{name}}
@@ -289,3 +289,19 @@ def test_tracker_never_raises_and_warns_once_when_mlflow_is_unreachable(tmp_path
     assert time.monotonic() - started < 30
     messages = [r.getMessage() for r in caplog.records]
     assert sum("failed" in m for m in messages) == 1 and "python -m latune.sync" in messages[-1], messages
+
+
+def test_outcome_tags_of_a_trial_that_has_started_but_reported_no_epoch():
+    """Tune's first result of a trial holds only its bookkeeping: no feasibility yet, and no IndexError (which
+    the MLflow guard used to report as "MLflow tracking failed")."""
+    record = TrialRecord("abcde_00000", {"la.delta": 0.1}, [{"trial_id": "abcde_00000", "timestamp": 1.0}])
+    assert outcome_tags(record, {"robust_acc": {"min": 0.2}}) == {"latune.status": "running"}
+    record.history.append({"epoch": 1, "robust_acc": 0.1})
+    assert outcome_tags(record, {"robust_acc": {"min": 0.2}}) == {"latune.status": "running", "feasible": "false"}
+
+
+def test_a_finished_trial_without_an_objective_is_failed_in_mlflow_too():
+    record = TrialRecord("abcde_00000", {"optim.epochs": 1}, [{"epoch": 1, "clean_acc": 0.5, "robust_acc": float("nan")}])
+    assert unmeasured_at_end(record, ["clean_acc", "robust_acc"]).startswith("ValueError: objective robust_acc not")
+    assert unmeasured_at_end(record, ["clean_acc"]) is None
+    assert unmeasured_at_end(TrialRecord("x", {}, []), ["clean_acc"]) is None

@@ -43,6 +43,19 @@ def test_every_report_has_validation_metrics_and_the_last_has_test_metrics():
     assert len(last["robust_class_error"]) == 10
 
 
+def test_test_every_adds_test_curves_without_touching_training():
+    """eval.test_every=1: clean and robust test_* metrics every epoch (a record's learning curves), the same
+    training as without them (evaluation draws from its own generator), the full test evaluation at the end."""
+    plain, curves = _run(**{"optim.epochs": 3}), _run(**{"optim.epochs": 3, "eval.test_every": 1})
+    assert "test_clean_acc" not in plain[0] and "test_clean_acc" not in plain[1]
+    for epoch in curves:
+        assert {"test_clean_acc", "test_robust_acc", "test_robust_class_error_sd", "test_eval_time_s"} <= set(epoch)
+    for a, b in zip(plain, curves):
+        assert {k: a[k] for k in DETERMINISTIC_KEYS} == {k: b[k] for k in DETERMINISTIC_KEYS}
+    assert curves[-1]["test_robust_acc"] == plain[-1]["test_robust_acc"]
+    assert "test_clean_acc" not in _run(**{"optim.epochs": 3, "eval.test_every": 2})[0]
+
+
 def test_la_off_has_no_transformation_head():
     run = setup(from_flat({**TINY, "la.delta": 0.0}))
     assert run.num_extra == 0 and run.ops == ()

@@ -4,8 +4,9 @@ Written as ``results.parquet`` beside Tune's results (local folder or any pyarro
 e.g. s3://), readable with ``pandas.read_parquet``.
 
 The objective columns (``robust_acc``, ...) are validation-split metrics: the Pareto front is chosen on
-them. ``test_<metric>`` columns hold the same metrics on the held-out test split, measured once at a
-trial's last epoch (NaN for trials that did not finish, and for metrics of training such as train_loss):
+them. ``test_<metric>`` columns hold the same metrics on the held-out test split, measured at a trial's last
+epoch (NaN for trials that did not finish unless eval.test_every measured them at the epoch they stopped, and
+for metrics of training such as train_loss):
 they say how the chosen trials do on data the choice never saw.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from latune.analysis.constraints import Constraint, is_feasible
-from latune.analysis.outcome import PRUNED, stopped_early
+from latune.analysis.outcome import PRUNED, stopped_early, unmeasured_error
 from latune.analysis.pareto import rank_trials
 
 __all__ = ["trial_folders", "RAY_KEYS", "PLACEMENT_KEYS", "trial_row", "results_table", "parquet_ready", "write_parquet",
@@ -43,6 +44,8 @@ def trial_row(trial_id: str, config: Mapping[str, Any], history: Sequence[Mappin
     value of each objective over epochs."""
     final = dict(history[-1]) if history else {}
     done = int(final.get("epoch", 0) or 0)
+    if not error and done >= epochs:  # one rule with MLflow and Optuna (latune.analysis.outcome)
+        error = unmeasured_error(final, objectives)
     status = "ERROR" if error else ("TERMINATED" if done >= epochs else
                                     PRUNED if stopped_early(history, epochs) else "UNFINISHED")
     row: dict[str, Any] = {"trial_id": trial_id, "status": status, "error": error, "epochs_done": done}

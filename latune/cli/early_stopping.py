@@ -14,7 +14,7 @@ from typing import Any
 from latune.analysis.constraints import describe
 from latune.errors import UserError
 from latune.sweep.rungs import parse_early_stopping
-from latune.sweep.spec import SweepSpec, trial_budget
+from latune.sweep.spec import SweepSpec, check_measured_at_rungs, trial_budget
 
 __all__ = ["add_early_stopping_flags", "with_early_stopping_flags", "early_stopping_lines", "feasibility_note"]
 
@@ -50,7 +50,9 @@ def with_early_stopping_flags(spec: SweepSpec, args: argparse.Namespace) -> Swee
     raw = _flag_value(args.early_stopping) if args.early_stopping else {}
     settings = parse_early_stopping(raw, budget=trial_budget(spec), searched=[d.key for d in spec.space],
                                     where="--early-stopping")
-    return replace(spec, early_stopping=settings)
+    spec = replace(spec, early_stopping=settings)
+    check_measured_at_rungs(spec, "--early-stopping")
+    return spec
 
 
 def early_stopping_lines(spec: SweepSpec) -> list[str]:

@@ -4,10 +4,12 @@ Ray's OptunaSearch tells Optuna COMPLETE for every trial that ends with objectiv
 early-stopping scheduler stopped at a rung would enter ``study.best_trials`` and the sampler's model with
 its partial-budget values. Here a trial's end is told as:
 
-- FAIL: it raised, or an objective is missing or NaN (Ray's tells COMPLETE, or leaves the trial RUNNING
-  when ``tell`` raises on NaN);
-- PRUNED: it reported fewer epochs than its budget (optuna-dashboard shows it as pruned);
+- FAIL: it raised, or it trained its budget but an objective is missing or NaN (Ray's tells COMPLETE, or
+  leaves the trial RUNNING when ``tell`` raises on NaN);
+- PRUNED: it reported fewer epochs than its budget (optuna-dashboard shows it as pruned), NaN values or not;
 - COMPLETE: otherwise, with its final objective values.
+
+That is latune.analysis.outcome's one rule, so Optuna, results.parquet and MLflow agree on every trial.
 
 PRUNED and COMPLETE trials carry user attributes ``epochs_trained``, each objective's last value (a pruned
 trial's values at its rung) and ``feasible``, and, with sweep constraints, the constraint values Optuna's
@@ -29,7 +31,9 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from latune.analysis.constraints import Constraint, bound_gaps
+from latune.analysis.outcome import unmeasured_error
 from latune.config import ConfigError, from_flat, resolve
+from latune.sweep.samplers import make_sampler
 from latune.sweep.spec import SweepSpec
 
 __all__ = ["LatuneOptunaSearch", "optuna_search"]
@@ -63,19 +67,19 @@ class LatuneOptunaSearch(OptunaSearch):
         if trial_id not in self._ot_trials or trial_id in self._completed_trials:
             super().on_trial_complete(trial_id, result, error)  # Ray's warning for a repeated completion
             return
-        values = [None if result is None else result.get(m) for m in self._metric]
-        bad = any(not isinstance(v, (int, float)) or math.isnan(v) for v in values)
         ot_trial = self._ot_trials[trial_id]
-        if error or bad:
+        epochs = int((result or {}).get("epoch") or 0)
+        complete = result is not None and epochs >= self._budget_of(result)
+        unmeasured = complete and unmeasured_error(result, self._metric) is not None
+        if error or result is None or unmeasured:
             self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            epochs = int(result.get("epoch") or 0)
-            complete = epochs >= self._budget_of(result)
+        elif complete:
             self._annotate(ot_trial, result, epochs)
-            if complete:
-                self._ot_study.tell(ot_trial, [float(v) for v in values], state=optuna.trial.TrialState.COMPLETE)
-            else:
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            self._ot_study.tell(ot_trial, [float(result[m]) for m in self._metric],
+                                state=optuna.trial.TrialState.COMPLETE)
+        else:  # stopped at a rung: pruned whatever its values there, as in results.parquet and MLflow
+            self._annotate(ot_trial, result, epochs)
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 
     def _budget_of(self, result: Mapping[str, Any]) -> int:
@@ -90,8 +94,9 @@ class LatuneOptunaSearch(OptunaSearch):
     def _annotate(self, ot_trial: optuna.trial.Trial, result: Mapping[str, Any], epochs: int) -> None:
         ot_trial.set_user_attr("epochs_trained", epochs)
         for metric in self._metric:
-            ot_trial.set_user_attr(metric, float(result[metric]))
-        gaps = bound_gaps(result, self._constraints)
+            value = result.get(metric)
+            ot_trial.set_user_attr(metric, float(value) if isinstance(value, (int, float)) else math.nan)
+        gaps = {key: gap for key, gap in bound_gaps(result, self._constraints).items() if not math.isnan(gap)}
         ot_trial.set_user_attr("feasible", all(gap <= 0 for gap in gaps.values()))
         if not gaps:
             return
@@ -106,13 +111,11 @@ def optuna_search(spec: SweepSpec, storage_url: str, study_name: str, concurrent
                   budget: int) -> ConcurrencyLimiter:
     """The sweep's searcher: one objective per metric (multi-objective), the sweep's sampler and seed,
     the study in ``storage_url`` (Optuna RDB), at most ``concurrent`` trials asked for at once."""
-    samplers = {"nsga2": optuna.samplers.NSGAIISampler, "tpe": optuna.samplers.TPESampler,
-                "random": optuna.samplers.RandomSampler}
-    options: dict[str, Any] = {"seed": spec.seed}
-    if spec.constraints and not _HAS_SET_CONSTRAINT and spec.sampler != "random":
-        options["constraints_func"] = _constraints_from_attrs
+    constraints_func = _constraints_from_attrs if spec.constraints and not _HAS_SET_CONSTRAINT else None
+    sampler = make_sampler(spec.sampler, seed=spec.seed, num_samples=spec.num_samples,
+                           constraints_func=constraints_func)
     search = LatuneOptunaSearch(
-        metric=list(spec.objectives), mode=list(spec.objectives.values()), sampler=samplers[spec.sampler](**options),
+        metric=list(spec.objectives), mode=list(spec.objectives.values()), sampler=sampler,
         study_name=study_name, storage=optuna.storages.RDBStorage(storage_url), budget=budget,
         constraints=spec.constraints)
     return ConcurrencyLimiter(search, max_concurrent=concurrent)

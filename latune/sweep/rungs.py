@@ -3,19 +3,28 @@
 Sweep file ``early_stopping: {grace_epochs: 2, reduction_factor: 3}`` (absent: every trial trains its whole
 budget). Rungs lie at ``grace_epochs * reduction_factor**k`` epochs below the budget: with a budget of 10,
 grace 1 and η = 3 at epochs 1, 3 and 9. When a trial reaches a rung it goes on only if it is among the best
-``floor(n / η)`` of the n results recorded at that rung so far, its own included; while a rung holds fewer
-than η results every trial goes on (asynchronous successive halving, ASHA: Li et al. 2020, arXiv
-1810.05934; no trial ever waits for a rung to fill).
+``max(1, floor(n / η))`` of the n results recorded at that rung so far, its own included, once the rung holds
+``min_results`` results (η by default; 2 judges from the second result on, as Ray's ASHA does); below that
+every trial goes on (asynchronous successive halving, ASHA: Li et al. 2020, arXiv 1810.05934; no trial ever
+waits for a rung to fill).
 
 "Best" is the order of ``rung_order``: feasible results (latune.analysis.constraints) before infeasible
 ones, results with a NaN objective last; feasible ones by non-dominated rank (latune.analysis.pareto,
-the objectives' own directions), and within one front by an **ε-net**: the member best in the first
-objective, then repeatedly the member farthest (Euclidean, objectives scaled to [0, 1] over the rung) from
-those already taken (greedy farthest-first traversal, Clarkson 2005), as in MO-ASHA (Schmucker et al.
-2021, arXiv 2106.12639, after Salinas et al. 2021). Crowding distance (NSGA-II, Deb et al. 2002) was the
+the objectives' own directions), and within one front by ``front_order``:
+
+- ``hypervolume`` (default): greedy hypervolume subset selection (Guerreiro, Fonseca & Paquete 2016): first the
+  member whose own box dominates the most, then repeatedly the member that adds the most hypervolume to those
+  taken, objectives scaled to [0, 1] over the rung, reference point 1.1 in each. No objective comes first.
+- ``epsilon_net``: an ε-net: the member nearest the rung's ideal point (best of every objective, scaled), then
+  repeatedly the member farthest (Euclidean, scaled) from those already taken (greedy farthest-first
+  traversal, Clarkson 2005), as in MO-ASHA (Schmucker et al. 2021, arXiv 2106.12639, after Salinas et al.
+  2021). MO-ASHA seeds the net with the best of the first objective; with a rung's few results that gave the
+  best clean accuracy, the weakest defence, every tie, so the net here starts at the compromise.
+
+Crowding distance (NSGA-II, Deb et al. 2002) was the
 alternative: it gives every extreme point of a front an infinite distance, and with a rung's handful of
 results in three objectives most front members are extreme points, so it would leave most ties to
-arrival order; the ε-net orders a whole front. (Syne Tune's MO-ASHA, which this follows, reads the
+arrival order; both orders above order a whole front. (Syne Tune's MO-ASHA, which this follows, reads the
 sorted order its ε-net returns as per-item priorities and then judges the trial by the position of
 whichever item sorts last; here the position of the trial's own result decides.) Infeasible results are
 ranked the same way among themselves with their total violation as one more objective to minimise (not
@@ -34,10 +43,12 @@ from typing import Any
 from latune.errors import ConfigError
 
 __all__ = ["EarlyStopping", "parse_early_stopping", "default_grace", "milestones", "rung_order", "continues",
-           "rung_entry", "DEFAULT_REDUCTION_FACTOR"]
+           "rung_entry", "DEFAULT_REDUCTION_FACTOR", "FRONT_ORDERS"]
 
 DEFAULT_REDUCTION_FACTOR = 3  # η: a third of a rung's trials go on
-_KEYS = ("grace_epochs", "reduction_factor")
+FRONT_ORDERS = ("hypervolume", "epsilon_net")  # how members of one front are ordered (module docstring)
+_KEYS = ("grace_epochs", "reduction_factor", "front_order", "min_results")
+_HV_REFERENCE = 1.1  # scaled objectives lie in [0, 1]: a reference just beyond the worst lets extreme members count
 
 
 @dataclass(frozen=True)
@@ -47,14 +58,26 @@ class EarlyStopping:
     grace_epochs: int  # epochs every trial trains before its first judgement (the first rung)
     reduction_factor: int  # η >= 2: the best 1/η of a rung's results go on to the next rung
     budget: int  # optim.epochs of every trial: rungs lie strictly below it
+    front_order: str = "hypervolume"  # order within one non-dominated front: hypervolume or epsilon_net
+    min_results: int | None = None  # results a rung needs before it judges (>= 2); None = reduction_factor
 
     @property
     def rungs(self) -> tuple[int, ...]:
         return milestones(self.grace_epochs, self.reduction_factor, self.budget)
 
+    @property
+    def judged_from(self) -> int:
+        """The number of results a rung holds when it starts judging."""
+        return self.min_results or self.reduction_factor
+
     def describe(self) -> str:
         return (f"rungs at epochs {', '.join(map(str, self.rungs))} of {self.budget} "
-                f"(grace {self.grace_epochs}, reduction factor {self.reduction_factor})")
+                f"(grace {self.grace_epochs}, reduction factor {self.reduction_factor}, judged from the "
+                f"{_ordinal(self.judged_from)} result, fronts ordered by {self.front_order.replace('_', '-')})")
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'tsnrhtdd'[(n // 10 % 10 != 1) * (n % 10 < 4) * n % 10::4]}"
 
 
 def default_grace(budget: int) -> int:
@@ -102,15 +125,24 @@ def parse_early_stopping(raw: Any, *, budget: int, searched: Sequence[str],
     eta = raw.get("reduction_factor", DEFAULT_REDUCTION_FACTOR)
     if not _integer(eta) or eta < 2:
         raise ConfigError(f"{where}.reduction_factor: must be an integer >= 2, got {eta!r}")
-    return EarlyStopping(grace_epochs=grace, reduction_factor=eta, budget=budget)
+    order = raw.get("front_order", "hypervolume")
+    if order not in FRONT_ORDERS:
+        raise ConfigError(f"{where}.front_order: unknown value {order!r}; allowed: {', '.join(FRONT_ORDERS)}")
+    least = raw.get("min_results")
+    if least is not None and (not _integer(least) or least < 2):
+        raise ConfigError(f"{where}.min_results: must be an integer >= 2 (or absent: the reduction factor), "
+                          f"got {least!r}")
+    return EarlyStopping(grace_epochs=grace, reduction_factor=eta, budget=budget, front_order=order,
+                         min_results=least)
 
 
 def _epsilon_net(points: Any) -> list[int]:
-    """Row indices of ``points`` (float[m, d], minimisation, scaled) in ε-net order: the row lowest in
-    column 0, then each time the row farthest from all rows taken so far (ties: the lower index)."""
+    """Row indices of ``points`` (float[m, d], minimisation, scaled) in ε-net order: the row nearest the ideal
+    point (the columns' minima), then each time the row farthest from all rows taken so far (ties: the lower
+    index)."""
     import numpy as np
 
-    order = [int(np.argmin(points[:, 0]))]
+    order = [int(np.argmin(np.linalg.norm(points - points.min(axis=0), axis=1)))]
     nearest = np.linalg.norm(points - points[order[0]], axis=1)
     while len(order) < len(points):
         nearest[order] = -1.0  # never picked twice
@@ -120,23 +152,49 @@ def _epsilon_net(points: Any) -> list[int]:
     return order
 
 
-def _ranked(q: Any, rows: Any, scaled: Any) -> list[int]:
-    """``rows`` (indices into q, finite) by non-dominated rank, each front in ε-net order."""
+def _hypervolume_order(points: Any) -> list[int]:
+    """Row indices of ``points`` (float[m, d], minimisation, scaled to [0, 1]) in greedy hypervolume order: each
+    time the row that adds the most hypervolume (reference 1.1 in every column) to the rows taken so far
+    (ties: the lower index)."""
+    import numpy as np
+
+    from latune.analysis.pareto import hypervolume
+
+    minimise = ["min"] * points.shape[1]
+    reference = [_HV_REFERENCE] * points.shape[1]
+    order: list[int] = []
+    covered = 0.0
+    while len(order) < len(points):
+        rest = [i for i in range(len(points)) if i not in order]
+        gains = [hypervolume(points[order + [i]], minimise, reference) - covered for i in rest]
+        pick = rest[int(np.argmax(gains))]
+        order.append(pick)
+        covered += max(gains)
+    return order
+
+
+def _ranked(q: Any, rows: Any, scaled: Any, front_order: str) -> list[int]:
+    """``rows`` (indices into q, finite) by non-dominated rank over q's columns, each front in ``front_order``
+    over ``scaled`` (the objectives scaled to [0, 1])."""
     from latune.analysis.pareto import non_dominated_ranks
 
     if len(rows) == 0:
         return []
     ranks = non_dominated_ranks(q[rows], ["min"] * q.shape[1])
+    # exact hypervolume here is for up to 3 objectives: with 4 (paper_table's) the ε-net orders each front
+    within = _hypervolume_order if front_order == "hypervolume" and scaled.shape[1] <= 3 else _epsilon_net
     order: list[int] = []
     for rank in range(int(ranks.max()) + 1):
         front = rows[ranks == rank]
-        order += [int(front[i]) for i in _epsilon_net(scaled[front])]
+        order += [int(front[i]) for i in within(scaled[front])]
     return order
 
 
-def rung_order(values: Any, directions: Sequence[str], violations: Sequence[float] | None = None) -> list[int]:
+def rung_order(values: Any, directions: Sequence[str], violations: Sequence[float] | None = None,
+               front_order: str = "hypervolume") -> list[int]:
     """Indices of a rung's results, best first (module docstring): ``values`` float[n, d] in the objectives'
-    own units, ``directions`` "max"/"min" per column, ``violations`` float[n] (0 = feasible; default all 0)."""
+    own units, ``directions`` "max"/"min" per column, ``violations`` float[n] (0 = feasible; default all 0),
+    ``front_order`` one of FRONT_ORDERS."""
     import numpy as np
 
     from latune.analysis.pareto import to_minimization
@@ -147,26 +205,27 @@ def rung_order(values: Any, directions: Sequence[str], violations: Sequence[floa
     finite = ~np.isnan(q).any(axis=1)
     low, high = (np.nanmin(q[finite], axis=0), np.nanmax(q[finite], axis=0)) if finite.any() else (0.0, 1.0)
     scaled = (q - low) / np.where(high > low, high - low, 1.0)
-    order = _ranked(q, np.flatnonzero(finite & (gap == 0)), scaled)
+    order = _ranked(q, np.flatnonzero(finite & (gap == 0)), scaled, front_order)
     # infeasible: the violation is one more objective (minimised), so a rung where every result still misses
     # an absolute bound (early epochs) keeps ranking by all the objectives, not by the constrained metric alone
     missed = np.flatnonzero(finite & (gap > 0) & np.isfinite(gap))
     if len(missed):
-        spread = max(float(gap[missed].max() - gap[missed].min()), 1e-12)
         with_gap = np.column_stack([q, np.where(np.isfinite(gap), gap, 0.0)])
-        order += _ranked(with_gap, missed, np.column_stack([scaled, (with_gap[:, -1] - gap[missed].min()) / spread]))
-    order += _ranked(q, np.flatnonzero(finite & np.isinf(gap)), scaled)  # a constraint metric not reported
+        order += _ranked(with_gap, missed, scaled, front_order)  # the miss ranks; ties go by the objectives
+    order += _ranked(q, np.flatnonzero(finite & np.isinf(gap)), scaled, front_order)  # a constraint metric not reported
     return order + [int(i) for i in np.flatnonzero(~finite)]
 
 
 def continues(values: Any, directions: Sequence[str], index: int, eta: int,
-              violations: Sequence[float] | None = None) -> bool:
-    """Whether result ``index`` of a rung's n results goes on: n < η, or it is among the best floor(n / η)."""
+              violations: Sequence[float] | None = None, *, front_order: str = "hypervolume",
+              min_results: int | None = None) -> bool:
+    """Whether result ``index`` of a rung's n results goes on: n < min_results (default η), or it is among the
+    best max(1, floor(n / η))."""
     n = len(values)
-    if n < eta:
+    if n < (min_results or eta):
         return True
-    keep = n // eta
-    return rung_order(values, directions, violations).index(index) < keep
+    keep = max(1, n // eta)
+    return rung_order(values, directions, violations, front_order).index(index) < keep
 
 
 def rung_entry(result: Mapping[str, Any], objectives: Sequence[str], constraints: Sequence[Any]) -> list[float]:

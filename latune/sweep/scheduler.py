@@ -89,7 +89,8 @@ class ParetoHalvingScheduler(FIFOScheduler):
             recorded[trial_id] = self._entry(result)
             entries = list(recorded.values())
             if not continues([e[:-2] for e in entries], list(self.objectives.values()), list(recorded).index(trial_id),
-                             self.settings.reduction_factor, [e[-2] for e in entries]):
+                             self.settings.reduction_factor, [e[-2] for e in entries],
+                             front_order=self.settings.front_order, min_results=self.settings.min_results):
                 self.stopped[trial_id] = milestone
                 return TrialScheduler.STOP
         return TrialScheduler.CONTINUE

@@ -16,7 +16,7 @@ A sweep file names a search over latune's config keys; its format (documented in
     # grid sweeps only: a list of such mappings is a union of grids (each block every combination of its own
     # lists, every block naming the same keys; a point two blocks share runs once), e.g. one block with
     # la.delta: [0] and one value of each LA key, so settings LA ignores are not trained again and again
-    search: {algorithm: grid | optuna, sampler: nsga2 | tpe | random, seed: 0, num_samples: 1, max_concurrent: 0}
+    search: {algorithm: grid | optuna, sampler: nsga2 | tpe | gp | random, seed: 0, num_samples: 1, max_concurrent: 0}
     objectives: {clean_acc: max, robust_acc: max, robust_class_error_sd: min}
     resources: {cpu: 1, gpu: 0}           # per trial; gpu may be a fraction (0.25 packs 4 trials per GPU) or "auto"
     max_retries: 0                        # retries of a trial that raised
@@ -40,11 +40,12 @@ import yaml
 
 from latune.analysis.constraints import Constraint, parse_constraints
 from latune.config import PRESETS, ConfigError, from_flat, resolve, to_flat
-from latune.registry import CORRUPTION_SUMMARY_KEYS
+from latune.registry import CORRUPTION_SUMMARY_KEYS, SAMPLERS
 from latune.sweep.rungs import EarlyStopping, parse_early_stopping
 
 __all__ = ["Dimension", "SweepSpec", "DEFAULT_OBJECTIVES", "load_sweep", "parse_sweep", "resolve_sweep_path",
-           "shipped_sweeps_dir", "trial_overrides", "grid_points", "expected_trials", "trial_budget"]
+           "shipped_sweeps_dir", "trial_overrides", "grid_points", "expected_trials", "trial_budget",
+           "check_measured_at_rungs"]
 
 Kind = Literal["grid", "choice", "uniform", "loguniform", "int"]
 _KINDS = ("grid", "choice", "uniform", "loguniform", "int")
@@ -74,7 +75,7 @@ class SweepSpec:
     base: dict[str, Any]  # dotted keys fixed for every trial
     space: tuple[Dimension, ...]  # searched keys
     algorithm: Literal["grid", "optuna"] = "grid"  # grid: Tune's grid search; optuna: OptunaSearch
-    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"  # Optuna sampler
+    sampler: Literal["nsga2", "tpe", "gp", "random"] = "nsga2"  # Optuna sampler (latune.sweep.samplers)
     seed: int = 0  # sampler seed
     num_samples: int = 1  # grid: repeats of the grid; optuna: trials
     max_concurrent: int = 0  # trials at once; 0 = as many as the resources allow
@@ -197,9 +198,39 @@ def parse_sweep(raw: Any, *, data: str | None = None, overrides: dict[str, Any] 
     _check_values(spec)
     _check_corruption_objectives(spec)
     _check_robust_objectives(spec)
-    return replace(spec, constraints=parse_constraints(raw.get("constraints"), _REPORTED_METRICS),
+    spec = replace(spec, constraints=parse_constraints(raw.get("constraints"), _REPORTED_METRICS),
                    early_stopping=parse_early_stopping(raw.get("early_stopping"), budget=trial_budget(spec),
                                                        searched=[d.key for d in spec.space]))
+    check_measured_at_rungs(spec, "early_stopping")
+    return spec
+
+
+def check_measured_at_rungs(spec: SweepSpec, where: str) -> None:
+    """Early stopping judges a trial at each rung by its objectives and constraint metrics, so each must be
+    measured afresh at every rung epoch: validation metrics on the first epoch and every eval.every epochs,
+    corruption metrics every eval.corruption_every epochs (0: the last epoch only, NaN before). A metric stale
+    or NaN at a rung would rank trials by arrival order, not by their results; raise a one-line ConfigError."""
+    if spec.early_stopping is None:
+        return
+    metrics = list(dict.fromkeys([*spec.objectives, *(c.metric for c in spec.constraints)]))
+    rungs = spec.early_stopping.rungs
+    checks = [("eval.corruption_every", [m for m in metrics if m in _CORRUPTION_METRICS], lambda n, r: n and r % n == 0),
+              ("eval.every", [m for m in metrics if m in _VALIDATION_METRICS], lambda n, r: r == 1 or r % n == 0)]
+    for key, wanted, measured in checks:
+        for every in _candidate_values(_searched(spec, key)) if wanted else ():
+            missed = [r for r in rungs if not measured(int(every), r)]
+            if missed:
+                raise _fail(where, f"{wanted[0]} is not measured at rung epoch {missed[0]} (rungs "
+                                   f"{', '.join(map(str, rungs))}) with {key}={every}; set {key} to a divisor of "
+                                   f"every rung{' (1)' if key == 'eval.every' else ''} or turn early stopping off")
+
+
+def _searched(spec: SweepSpec, key: str) -> Dimension:
+    """The dimension of ``key``: searched, or its one value (base, else the config's default)."""
+    for dim in spec.space:
+        if dim.key == key:
+            return dim
+    return Dimension(key, "grid", (to_flat(from_flat(spec.base))[key],))
 
 
 def _parse_base_and_space(raw: dict, data: str | None, overrides: dict[str, Any] | None, where: str
@@ -267,8 +298,8 @@ def _parse_search(search: Any, space: tuple[Dimension, ...]) -> dict[str, Any]:
     if algorithm not in ("grid", "optuna"):
         raise _fail("search.algorithm", f"unknown value {algorithm!r}; allowed: grid, optuna")
     sampler = search.get("sampler", "nsga2")
-    if sampler not in ("nsga2", "tpe", "random"):
-        raise _fail("search.sampler", f"unknown value {sampler!r}; allowed: nsga2, tpe, random")
+    if sampler not in SAMPLERS:
+        raise _fail("search.sampler", f"unknown value {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     fields: dict[str, Any] = {"algorithm": algorithm, "sampler": sampler}
     for key in ("seed", "num_samples", "max_concurrent"):
         low = 1 if key == "num_samples" else 0
@@ -335,12 +366,13 @@ def _check_robust_objectives(spec: SweepSpec) -> None:
 
 # reported only when eval.corruptions names corruptions (NaN until the first corruption evaluation)
 _CORRUPTION_METRICS = CORRUPTION_SUMMARY_KEYS
-# metrics every trial reports in every epoch (validation split), usable as objectives
-_REPORTED_METRICS = (
+# measured at each validation (eval.every), carried over between validations
+_VALIDATION_METRICS = (
     "clean_acc", "robust_acc", "clean_class_error_mean", "clean_class_error_sd", "robust_class_error_mean",
-    "robust_class_error_sd", "clean_worst_class_acc", "robust_worst_class_acc", "train_loss", "images_per_s",
-    *_CORRUPTION_METRICS,
+    "robust_class_error_sd", "clean_worst_class_acc", "robust_worst_class_acc",
 )
+# metrics every trial reports in every epoch (validation split), usable as objectives
+_REPORTED_METRICS = (*_VALIDATION_METRICS, "train_loss", "images_per_s", *_CORRUPTION_METRICS)
 
 
 def _candidate_values(dim: Dimension) -> tuple[Any, ...]:

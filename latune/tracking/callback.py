@@ -180,10 +180,13 @@ class MlflowCallback(tune.Callback):
         record.status = _FINAL_STATUS[status or trial.status]
         if record.status == "FINISHED" and not reported_every_epoch(record):
             record.status, record.pruned = "KILLED", was_pruned(record)
+        unmeasured = unmeasured_at_end(record, self.sweep.objectives) if record.status == "FINISHED" else None
+        if unmeasured:  # one rule with results.parquet and Optuna (latune.analysis.outcome)
+            record.status, record.error = "FAILED", unmeasured
+        elif record.status == "FAILED":
+            record.error = _error_text(trial)
         if record.status == "FINISHED" and self.log_checkpoints and trial.checkpoint is not None:
             record.checkpoint = (trial.checkpoint.filesystem, trial.checkpoint.path)
-        if record.status == "FAILED":
-            record.error = _error_text(trial)
         return record
 
 

@@ -18,7 +18,7 @@ from latune.storage import filesystem
 
 __all__ = ["SweepInfo", "TrialRecord", "TrialStatus", "SWEEP_INFO_FILE", "resolve_tracking_uri", "by_epoch",
            "epoch_metrics", "error_summary", "strip_ansi", "resolved_config", "reported_every_epoch", "was_pruned",
-           "outcome_tags"]
+           "outcome_tags", "unmeasured_at_end"]
 
 TrialStatus = Literal["RUNNING", "FINISHED", "FAILED", "KILLED"]  # the MLflow statuses a trial's run can have
 SWEEP_INFO_FILE = "latune_sweep.json"  # in Tune's experiment folder: what latune.sync needs to backfill
@@ -119,15 +119,23 @@ def was_pruned(record: TrialRecord) -> bool:
     return stopped_early(record.history, int(resolved_config(record.config).get("optim.epochs") or 0))
 
 
+def unmeasured_at_end(record: TrialRecord, objectives: Iterable[str]) -> str | None:
+    """The error of a trial that reported its last epoch without every objective (latune.analysis.outcome)."""
+    from latune.analysis.outcome import unmeasured_error
+
+    epochs = list(by_epoch(record.history).values())
+    return unmeasured_error(epochs[-1], objectives) if epochs else None
+
+
 def outcome_tags(record: TrialRecord, constraints: Mapping[str, Mapping[str, float]]) -> dict[str, str]:
     """Tags of a trial's run besides its status: ``latune.status`` (running, finished, pruned, failed or
     killed = interrupted) and, with constraints, ``feasible`` (true/false, from its latest epoch)."""
     tags = {"latune.status": "pruned" if record.pruned else record.status.lower()}
-    if constraints and record.history:
+    epochs = list(by_epoch(record.history).values())
+    if constraints and epochs:  # a trial that has started but reported no epoch yet has no feasibility
         from latune.analysis.constraints import from_mapping, is_feasible
 
-        latest = list(by_epoch(record.history).values())[-1]
-        tags["feasible"] = "true" if is_feasible(latest, from_mapping(constraints)) else "false"
+        tags["feasible"] = "true" if is_feasible(epochs[-1], from_mapping(constraints)) else "false"
     return tags
 
 

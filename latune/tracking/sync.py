@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
 from latune.errors import UserError
 from latune.storage import filesystem
 from latune.tracking.tracker import SweepTracker
-from latune.tracking.records import SWEEP_INFO_FILE, SweepInfo, TrialRecord, reported_every_epoch, was_pruned
+from latune.tracking.records import (SWEEP_INFO_FILE, SweepInfo, TrialRecord, reported_every_epoch, unmeasured_at_end,
+                                    was_pruned)
 
 __all__ = ["read_trials", "sync"]
 
@@ -44,11 +46,12 @@ def _results(text: str) -> list[dict[str, Any]]:
     return results
 
 
-def read_trials(experiment_path: str) -> list[TrialRecord]:
+def read_trials(experiment_path: str, objectives: Iterable[str] = ()) -> list[TrialRecord]:
     """One record per trial folder (a folder with params.json), status from the files: FINISHED when it
     reported its last epoch (optim.epochs of its resolved config), else FAILED when Tune wrote
     error.txt, else KILLED: ``pruned`` when its last result is the one the early-stopping scheduler stopped
-    it on (latune.analysis.outcome), otherwise interrupted (a resume continues it)."""
+    it on (latune.analysis.outcome), otherwise interrupted (a resume continues it). A finished trial without
+    one of ``objectives`` at its last epoch is FAILED (latune.analysis.outcome)."""
     import pyarrow.fs
 
     fs, root = filesystem(experiment_path)
@@ -67,6 +70,9 @@ def read_trials(experiment_path: str) -> list[TrialRecord]:
         error = _read_text(fs, f"{folder.path}/error.txt")
         record.status = "FINISHED" if reported_every_epoch(record) else ("FAILED" if error else "KILLED")
         record.error = error if record.status == "FAILED" else None
+        unmeasured = unmeasured_at_end(record, objectives) if record.status == "FINISHED" else None
+        if unmeasured:  # one rule with results.parquet and Optuna (latune.analysis.outcome)
+            record.status, record.error = "FAILED", unmeasured
         record.pruned = record.status == "KILLED" and was_pruned(record)
         checkpoints = sorted(info.path for info in fs.get_file_info(pyarrow.fs.FileSelector(folder.path))
                              if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
@@ -93,6 +99,6 @@ def sync(experiment_path: str, *, tracking_uri: str | None = None, experiment: s
         sweep = replace(sweep, experiment_path=location)
     tracker = SweepTracker(sweep, resolve_tracking_uri(tracking_uri or sweep.tracking_uri),
                            experiment=experiment, log_checkpoints=log_checkpoints, strict=True)
-    tracker.update(read_trials(location))
+    tracker.update(read_trials(location, sweep.objectives))
     tracker.close()
     return tracker

@@ -1,0 +1,156 @@
+"""benchmarks/la_record.py and benchmarks/replay_search.py on tiny hand-made records with known answers."""
+
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import la_record  # noqa: E402
+import replay_search  # noqa: E402
+
+from latune.analysis.constraints import parse_constraints  # noqa: E402
+
+BUDGET = 4
+STAR = {"la.delta": 0.1, "attack.eps": 0.1, "la.transform_set": "geometric", "la.m": 1, "la.p": 0.5, "optim.lr": 0.04}
+GRID = {"la.delta": [0.0, 0.1], "attack.eps": [0.0, 0.1], "la.transform_set": ["augmix_ops", "geometric"], "la.m": [1],
+        "la.p": [0.5], "optim.lr": [0.01, 0.04]}
+CONSTRAINTS = parse_constraints(replay_search.CONSTRAINTS, list(la_record.METRICS))
+
+
+def _row(config, seed, epoch, clean, robust, sd):
+    row = {**config, "seed": seed, "epoch": epoch, "epoch_time_s": 2.0 + 3 * (config["attack.eps"] > 0),
+           "eval_time_s": 1.0, "test_eval_time_s": 1.0}
+    for prefix in ("", "test_"):
+        row.update({f"{prefix}clean_acc": clean, f"{prefix}robust_acc": robust, f"{prefix}robust_class_error_sd": sd,
+                    f"{prefix}clean_class_error_sd": 0.05, f"{prefix}robust_worst_class_acc": robust / 2})
+    return row
+
+
+def star_record(seeds=(0,)):
+    """12 configurations (delta 0 recorded once per eps and lr); STAR dominates every other one at every epoch,
+    on validation and test, so every sensible search finds it and no sensible early stopping prunes it."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for combo in itertools.product(*GRID.values()):
+        config = dict(zip(GRID, combo))
+        if config["la.delta"] == 0 and config["la.transform_set"] != "augmix_ops":
+            continue
+        star = config == STAR
+        quality = 1.0 if star else rng.uniform(0.3, 0.8)
+        for seed, epoch in itertools.product(seeds, range(1, BUDGET + 1)):
+            grow = epoch / BUDGET
+            robust = (0.7 * quality if config["attack.eps"] else 0.05) * grow + (0.02 if star else 0.0)
+            rows.append(_row(config, seed, epoch, clean=0.9 + 0.09 * quality * grow, robust=robust,
+                             sd=0.3 - 0.2 * quality * grow))
+    return la_record.from_table(pd.DataFrame(rows), {"git_commit": "hand-made"})
+
+
+def test_a_record_looks_points_up_with_delta_zero_settings_folded():
+    record = star_record()
+    assert len(record.runs) == 12 and record.budget == BUDGET
+    assert record.choices["la.transform_set"] == ["augmix_ops", "geometric"]
+    zero = {**STAR, "la.delta": 0.0}  # LA off: the transformation set changes nothing, so it reads the one run
+    assert record.canonical(zero) == record.canonical({**zero, "la.transform_set": "augmix_ops"})
+    assert record.curves(STAR)[0].values["test_robust_acc"][-1] == pytest.approx(0.72)
+    assert record.curves(STAR)[0].seconds.tolist() == [6.0] * BUDGET  # training plus validation, not test
+    with pytest.raises(KeyError, match="is not in the record"):
+        record.curves({**STAR, "optim.lr": 0.5})
+
+
+def test_the_oracle_of_a_dominated_record_is_its_star():
+    record = star_record()
+    scorer = replay_search.oracle_scorer(record, CONSTRAINTS)
+    assert scorer.reference[1] == 0.2  # robust_acc's bound
+    star = record.curves(STAR)[0]
+    alone = np.array([[star.values[f"test_{m}"][-1] for m in replay_search.OBJECTIVES]])
+    assert scorer.relative(alone) == pytest.approx(1.0)
+    assert replay_search.front_points(record, CONSTRAINTS) == {record.canonical(STAR)}
+
+
+# (NSGA-II is not among them: at 40 trials of 12 configurations its first generation of 10 misses the star in
+# about 40% of seeds, and crossover of parents without it need not make it; a finding, not a sensible search)
+@pytest.mark.parametrize("arm", [replay_search.Arm("random"), replay_search.Arm("tpe"),
+                                 replay_search.Arm("random", "es_hv2"), replay_search.Arm("tpe", "es_epsnet")])
+def test_every_sensible_search_finds_the_dominating_configuration(arm):
+    record = star_record()
+    scorer = replay_search.oracle_scorer(record, CONSTRAINTS)
+    for seed in range(3):
+        trace = replay_search.replay(record, arm, seed=seed, workers=2, budget_epochs=160, scorer=scorer,
+                                     constraints=CONSTRAINTS, grace_tau=1)
+        assert trace.hv[-1] == pytest.approx(1.0), (arm, seed)
+        assert trace.epochs_to(replay_search.TARGET) <= 160
+        # best at every rung: never lost (a second run of it may stop as a tie of its finished twin)
+        assert trace.completed[record.canonical(STAR)] >= 1 and trace.lost({record.canonical(STAR)}) == (0, 1)
+        assert sum(trace.started.values()) == trace.trials and trace.epochs == sorted(trace.epochs)
+        if arm.stopping != "none":
+            assert sum(trace.pruned.values()) > 0  # the dominated ones are
+
+
+def test_the_replay_is_deterministic_under_its_seed():
+    record = star_record(seeds=(0, 1))
+    scorer = replay_search.oracle_scorer(record, CONSTRAINTS)
+    runs = [replay_search.replay(record, replay_search.Arm("tpe", "es_hv"), seed=5, workers=3, budget_epochs=80,
+                                 scorer=scorer, constraints=CONSTRAINTS, grace_tau=1) for _ in range(2)]
+    assert runs[0].hv == runs[1].hv and runs[0].epochs == runs[1].epochs and runs[0].started == runs[1].started
+
+
+def test_rank_correlations_and_the_grace_they_choose():
+    record = star_record()
+    taus = replay_search.rank_correlations(record)
+    assert set(taus) == set(replay_search.OBJECTIVES) and all(len(t) == BUDGET - 1 for t in taus.values())
+    assert taus["clean_acc"][0] == pytest.approx(1.0)  # clean accuracy grows in step with quality: same order
+    assert replay_search.grace_from_tau({"a": [0.2, 0.5, 0.8], "b": [0.9, 0.7, 0.9]}, 0.6) == 3
+    assert replay_search.grace_from_tau({"a": [0.7, 0.8], "b": [0.6, 0.9]}, 0.6) == 1
+    assert replay_search.grace_from_tau({"a": [0.1, 0.2]}, 0.6) == 2  # never: the last epoch below the budget
+
+
+def test_the_summary_gives_epochs_to_target_and_the_ratio_to_random():
+    never, fast, slow = replay_search.Trace(), replay_search.Trace([0, 40], [0.0, 1.0]), replay_search.Trace([0, 80],
+                                                                                                        [0.0, 0.95])
+    summary = replay_search.summarise({"random": [slow, slow, never], "tpe": [fast, fast, slow]}, np.arange(0, 81, 40),
+                                      front=set(), default="tpe")
+    assert summary["arms"]["random"]["epochs_to_target"] == 80 and summary["arms"]["tpe"]["epochs_to_target"] == 40
+    assert summary["arms"]["random"]["reached_target"] == pytest.approx(2 / 3)
+    assert summary["default_vs_random"] == pytest.approx(0.5)
+    assert summary["arms"]["tpe"]["hv_mean"] == pytest.approx([0.0, (1 + 1 + 0) / 3, (1 + 1 + 0.95) / 3], abs=1e-4)
+
+
+def test_the_command_writes_its_figures_and_ends_with_one_json_line(tmp_path, capsys):
+    record = star_record(seeds=(0, 1))
+    path = tmp_path / "record.parquet"
+    record.table.to_parquet(path)
+    assert replay_search.main(["--record", str(path), "--out", str(tmp_path / "out"), "--repeats", "3",
+                               "--budget-epochs", "200", "--samplers", "random,tpe", "--stopping", "none,es_hv2"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(last["arms"]) == {"random", "random+es_hv2", "tpe", "tpe+es_hv2"} and last["default"] == "tpe"
+    assert last["default_vs_random"] is not None and last["arms"]["tpe"]["ms_per_suggestion"] > 0
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"replay.png", "replay.md", "replay.json"}
+    saved = json.loads((tmp_path / "out" / "replay.json").read_text())
+    assert saved["noise_floor"]["clean_acc"] == 0.0 and saved["oracle_hv"] > 0  # two identical seeds
+
+
+def test_a_record_is_exported_from_tune_folders_with_its_provenance(tmp_path):
+    experiment = tmp_path / "la_bench-digits-record"
+    for index, (config, epochs) in enumerate([(STAR, 2), ({**STAR, "optim.lr": 0.01}, 2), ({**STAR, "la.m": 3}, 1)]):
+        folder = experiment / f"train_trial_{index}"
+        folder.mkdir(parents=True)
+        (folder / "params.json").write_text(json.dumps({**config, "seed": 0, "optim.epochs": 2}))
+        lines = [json.dumps({"epoch": e, "clean_acc": 0.9, "robust_acc": 0.5, "robust_class_error_sd": 0.1,
+                             "test_clean_acc": 0.8, "test_robust_acc": 0.4, "test_robust_class_error_sd": 0.2,
+                             "epoch_time_s": 3.0, "eval_time_s": 1.0, "test_eval_time_s": 1.0}) for e in range(1, epochs + 1)]
+        (folder / "result.json").write_text("\n".join(lines) + "\n{\"epoch\": 3, \"cut")  # a line cut short
+    (experiment / "latune_sweep.json").write_text(json.dumps({"base": {"data.name": "digits"}}))
+    out = tmp_path / "record.parquet"
+    assert la_record.main([str(experiment), "--out", str(out)]) == 0
+    record = la_record.load(out)
+    assert len(record.runs) == 2 and record.budget == 2  # the unfinished run (1 of 2 epochs) is not recorded
+    assert record.meta["configurations"] == 2 and record.meta["test_images"] == 270
+    assert record.meta["command"].startswith("latune sweep la_bench --no-mlflow --name la_bench-digits-record")
+    assert record.meta["git_commit"] and record.meta["torch_version"]
+    assert math.isnan(record.table["test_clean_class_error_sd"].iloc[0])  # a metric the run did not report
