@@ -11,7 +11,8 @@ from latune.errors import ConfigError
 
 __all__ = ["AUGMIX_PRIMITIVES", "TRANSFORM_SETS", "CORRUPTION_FAMILIES", "CORRUPTIONS", "CORRUPTION_SEVERITIES",
            "CORRUPTION_SUMMARY_KEYS", "corruption_names",
-           "AUDIT_ATTACKS", "DEFAULT_AUDIT_ATTACKS", "MASKING_GAP", "SAMPLERS"]
+           "AUDIT_ATTACKS", "DEFAULT_AUDIT_ATTACKS", "MASKING_GAP", "SAMPLERS", "VALIDATION_METRICS",
+           "REPORTED_METRICS"]
 
 # AugMix's `augmentations` list (CIFAR), in its order; the op choice index of the augmix op refers to this order
 AUGMIX_PRIMITIVES: tuple[str, ...] = (
@@ -49,6 +50,16 @@ CORRUPTION_SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 CORRUPTION_SUMMARY_KEYS: tuple[str, ...] = (
     "mce", "corruption_acc", "corruption_class_error_mean", "corruption_class_error_sd", "corruption_worst_class_acc",
 )
+
+# measured on the validation split at each validation (the first epoch, every eval.every, the last), carried over
+# between validations
+VALIDATION_METRICS: tuple[str, ...] = (
+    "clean_acc", "robust_acc", "clean_class_error_mean", "clean_class_error_sd", "robust_class_error_mean",
+    "robust_class_error_sd", "clean_worst_class_acc", "robust_worst_class_acc",
+)
+# every metric a trial reports in every epoch, usable as a sweep objective or constraint (corruption summaries are
+# NaN until their first evaluation: eval.corruption_every, else the last epoch)
+REPORTED_METRICS: tuple[str, ...] = (*VALIDATION_METRICS, "train_loss", "images_per_s", *CORRUPTION_SUMMARY_KEYS)
 
 # the stronger-attack audit (latune.core.audit): attack name -> default iterations; torchattacks implements them
 AUDIT_ATTACKS: dict[str, int] = {"pgd40": 40, "apgd-ce": 100, "autoattack": 100}

@@ -55,8 +55,10 @@ def _assert_ranks_agree(table):
 
 @pytest.mark.slow
 def test_grid_sweep_writes_one_row_per_trial_with_pareto_ranks(tmp_path, sweep_cli):
-    path = _write(tmp_path, "tiny_grid", space={"la.delta": [0.0, 0.2], "attack.eps": [0.0, 0.1]},
-                  search={"algorithm": "grid"}, objectives=OBJECTIVES)
+    # a list of grids (their union, through Tune's variant generator): the first block's points are in the
+    # second too and run once, so these are the 4 points of la.delta x attack.eps
+    space = [{"la.delta": [0.0], "attack.eps": [0.0, 0.1]}, {"la.delta": [0.0, 0.2], "attack.eps": [0.0, 0.1]}]
+    path = _write(tmp_path, "tiny_grid", space=space, search={"algorithm": "grid"}, objectives=OBJECTIVES)
     result = sweep_cli(path, "--verbose", "0", cwd=tmp_path, tiny=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Pareto front (" in result.stdout and "trials: 4 terminated" in result.stdout

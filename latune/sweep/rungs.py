@@ -43,7 +43,7 @@ from typing import Any
 from latune.errors import ConfigError
 
 __all__ = ["EarlyStopping", "parse_early_stopping", "default_grace", "milestones", "rung_order", "continues",
-           "rung_entry", "DEFAULT_REDUCTION_FACTOR", "FRONT_ORDERS"]
+           "rung_entry", "check_measured", "DEFAULT_REDUCTION_FACTOR", "FRONT_ORDERS"]
 
 DEFAULT_REDUCTION_FACTOR = 3  # η: a third of a rung's trials go on
 FRONT_ORDERS = ("hypervolume", "epsilon_net")  # how members of one front are ordered (module docstring)
@@ -134,6 +134,27 @@ def parse_early_stopping(raw: Any, *, budget: int, searched: Sequence[str],
                           f"got {least!r}")
     return EarlyStopping(grace_epochs=grace, reduction_factor=eta, budget=budget, front_order=order,
                          min_results=least)
+
+
+def check_measured(where: str, metrics: Sequence[str], rungs: Sequence[int],
+                   cadences: Mapping[str, Sequence[int]]) -> None:
+    """Raise a one-line ConfigError unless each of ``metrics`` (the objectives and constraint metrics a rung
+    judges) is measured afresh at every rung epoch, for every value of ``cadences`` (``eval.every`` and
+    ``eval.corruption_every`` -> the values a trial may have): validation metrics are measured on the first
+    epoch and every eval.every epochs, corruption metrics every eval.corruption_every epochs (0: the last epoch
+    only, NaN before). A metric stale or NaN at a rung would rank trials by arrival order, not by results."""
+    from latune.registry import CORRUPTION_SUMMARY_KEYS, VALIDATION_METRICS
+
+    checks = (("eval.corruption_every", CORRUPTION_SUMMARY_KEYS, lambda n, r: n > 0 and r % n == 0),
+              ("eval.every", VALIDATION_METRICS, lambda n, r: r == 1 or r % n == 0))
+    for key, family, measured in checks:
+        wanted = [m for m in metrics if m in family]
+        for every in cadences.get(key, ()) if wanted else ():
+            missed = [r for r in rungs if not measured(every, r)]
+            if missed:
+                raise ConfigError(f"{where}: {wanted[0]} is not measured at rung epoch {missed[0]} (rungs "
+                                  f"{', '.join(map(str, rungs))}) with {key}={every}; set {key} to a divisor of "
+                                  f"every rung{' (1)' if key == 'eval.every' else ''} or turn early stopping off")
 
 
 def _epsilon_net(points: Any) -> list[int]:

@@ -40,15 +40,15 @@ import yaml
 
 from latune.analysis.constraints import Constraint, parse_constraints
 from latune.config import PRESETS, ConfigError, from_flat, resolve, to_flat
-from latune.registry import CORRUPTION_SUMMARY_KEYS, SAMPLERS
-from latune.sweep.rungs import EarlyStopping, parse_early_stopping
+from latune.registry import CORRUPTION_SUMMARY_KEYS, REPORTED_METRICS, SAMPLERS
+from latune.sweep.rungs import EarlyStopping, check_measured, parse_early_stopping
+from latune.sweep.space import Dimension, candidate_values as _candidate_values, parse_dimension as _dimension
+from latune.sweep.space import scaled as _scaled
 
 __all__ = ["Dimension", "SweepSpec", "DEFAULT_OBJECTIVES", "load_sweep", "parse_sweep", "resolve_sweep_path",
            "shipped_sweeps_dir", "trial_overrides", "grid_points", "expected_trials", "trial_budget",
            "check_measured_at_rungs"]
 
-Kind = Literal["grid", "choice", "uniform", "loguniform", "int"]
-_KINDS = ("grid", "choice", "uniform", "loguniform", "int")
 _TOP_KEYS = ("name", "description", "base", "space", "search", "objectives", "resources", "max_retries", "epochs",
              "early_stopping", "constraints")
 _SEARCH_KEYS = ("algorithm", "sampler", "seed", "num_samples", "max_concurrent")
@@ -56,16 +56,6 @@ _MAX_COMBINATIONS = 100_000  # discrete combinations checked one by one
 # a sweep file without objectives: accuracy, robustness and class-wise fairness under attack (validation split)
 DEFAULT_OBJECTIVES: dict[str, Literal["max", "min"]] = {
     "clean_acc": "max", "robust_acc": "max", "robust_class_error_sd": "min"}
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One searched config key."""
-
-    key: str  # dotted config key
-    kind: Kind  # grid (every value, Tune grid search), choice (sampled), uniform, loguniform, int (inclusive)
-    values: tuple[Any, ...]  # grid/choice: the values; ranges: (low, high)
-    scale: bool = False  # numeric values are multiples of the data set's preset value of this key
 
 
 @dataclass(frozen=True)
@@ -123,36 +113,6 @@ def _fail(where: str, message: str) -> ConfigError:
     return ConfigError(f"{where}: {message}")
 
 
-def _dimension(key: str, raw: Any, where: str) -> Dimension:
-    if isinstance(raw, list):
-        raw = {"grid": raw}
-    if not isinstance(raw, dict):
-        raise _fail(where, f"expected a list (grid) or a mapping with one of {', '.join(_KINDS)}")
-    unknown = set(raw) - set(_KINDS) - {"scale"}
-    kinds = [k for k in _KINDS if k in raw]
-    if unknown or len(kinds) != 1:
-        raise _fail(where, f"expected exactly one of {', '.join(_KINDS)} (and optionally scale: preset), "
-                           f"got {', '.join(map(str, raw))}")
-    kind = kinds[0]
-    values = raw[kind]
-    if not isinstance(values, list) or not values:
-        raise _fail(f"{where}.{kind}", "expected a non-empty list")
-    if kind in ("uniform", "loguniform", "int"):
-        if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            raise _fail(f"{where}.{kind}", f"expected [low, high] numbers, got {values!r}")
-        if not values[0] < values[1] or (kind == "loguniform" and values[0] <= 0):
-            raise _fail(f"{where}.{kind}", f"expected low < high{' and low > 0' if kind == 'loguniform' else ''}, "
-                                           f"got {values!r}")
-        if kind == "int" and not all(float(v).is_integer() for v in values):
-            raise _fail(f"{where}.int", f"expected integer bounds, got {values!r}")
-    scale = raw.get("scale")
-    if scale not in (None, "preset"):
-        raise _fail(f"{where}.scale", f"unknown value {scale!r}; allowed: preset")
-    if scale and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise _fail(f"{where}.scale", "scale: preset needs numeric values")
-    return Dimension(key=key, kind=kind, values=tuple(values), scale=scale == "preset")
-
-
 def _preset_value(key: str, value: Any, data: str) -> Any:
     """``{preset: KEY, times: F}`` -> F x the data set's preset value of KEY; other values unchanged."""
     if not isinstance(value, dict):
@@ -164,17 +124,6 @@ def _preset_value(key: str, value: Any, data: str) -> Any:
     if not isinstance(times, (int, float)) or isinstance(times, bool):
         raise _fail(f"base.{key}.times", f"expected a number, got {times!r}")
     return PRESETS[data][value["preset"]] * times
-
-
-def _scaled(dim: Dimension, data: str) -> Dimension:
-    """Multiply the values by the data set's preset value (e.g. ε grids that fit every data set)."""
-    if not dim.scale:
-        return dim
-    if dim.key not in PRESETS[data]:
-        raise _fail(f"space.{dim.key}.scale", f"no preset value of {dim.key}; keys with presets: "
-                                              + ", ".join(PRESETS[data]))
-    factor = PRESETS[data][dim.key]
-    return Dimension(dim.key, dim.kind, tuple(v * factor for v in dim.values), scale=False)
 
 
 def parse_sweep(raw: Any, *, data: str | None = None, overrides: dict[str, Any] | None = None,
@@ -206,23 +155,13 @@ def parse_sweep(raw: Any, *, data: str | None = None, overrides: dict[str, Any] 
 
 
 def check_measured_at_rungs(spec: SweepSpec, where: str) -> None:
-    """Early stopping judges a trial at each rung by its objectives and constraint metrics, so each must be
-    measured afresh at every rung epoch: validation metrics on the first epoch and every eval.every epochs,
-    corruption metrics every eval.corruption_every epochs (0: the last epoch only, NaN before). A metric stale
-    or NaN at a rung would rank trials by arrival order, not by their results; raise a one-line ConfigError."""
-    if spec.early_stopping is None:
-        return
-    metrics = list(dict.fromkeys([*spec.objectives, *(c.metric for c in spec.constraints)]))
-    rungs = spec.early_stopping.rungs
-    checks = [("eval.corruption_every", [m for m in metrics if m in _CORRUPTION_METRICS], lambda n, r: n and r % n == 0),
-              ("eval.every", [m for m in metrics if m in _VALIDATION_METRICS], lambda n, r: r == 1 or r % n == 0)]
-    for key, wanted, measured in checks:
-        for every in _candidate_values(_searched(spec, key)) if wanted else ():
-            missed = [r for r in rungs if not measured(int(every), r)]
-            if missed:
-                raise _fail(where, f"{wanted[0]} is not measured at rung epoch {missed[0]} (rungs "
-                                   f"{', '.join(map(str, rungs))}) with {key}={every}; set {key} to a divisor of "
-                                   f"every rung{' (1)' if key == 'eval.every' else ''} or turn early stopping off")
+    """One-line ConfigError unless every objective and constraint metric is measured afresh at every rung
+    (latune.sweep.rungs.check_measured), for each value eval.every and eval.corruption_every can take."""
+    if spec.early_stopping is not None:
+        metrics = list(dict.fromkeys([*spec.objectives, *(c.metric for c in spec.constraints)]))
+        cadences = {key: [int(v) for v in _candidate_values(_searched(spec, key))]
+                    for key in ("eval.every", "eval.corruption_every")}
+        check_measured(where, metrics, spec.early_stopping.rungs, cadences)
 
 
 def _searched(spec: SweepSpec, key: str) -> Dimension:
@@ -366,22 +305,7 @@ def _check_robust_objectives(spec: SweepSpec) -> None:
 
 # reported only when eval.corruptions names corruptions (NaN until the first corruption evaluation)
 _CORRUPTION_METRICS = CORRUPTION_SUMMARY_KEYS
-# measured at each validation (eval.every), carried over between validations
-_VALIDATION_METRICS = (
-    "clean_acc", "robust_acc", "clean_class_error_mean", "clean_class_error_sd", "robust_class_error_mean",
-    "robust_class_error_sd", "clean_worst_class_acc", "robust_worst_class_acc",
-)
-# metrics every trial reports in every epoch (validation split), usable as objectives
-_REPORTED_METRICS = (*_VALIDATION_METRICS, "train_loss", "images_per_s", *_CORRUPTION_METRICS)
-
-
-def _candidate_values(dim: Dimension) -> tuple[Any, ...]:
-    if dim.kind in ("grid", "choice"):
-        return dim.values
-    if dim.kind == "int":
-        low, high = int(dim.values[0]), int(dim.values[1])
-        return tuple(range(low, high + 1)) if high - low < 50 else (low, high)
-    return dim.values  # continuous: the endpoints
+_REPORTED_METRICS = REPORTED_METRICS  # objectives and constraints may name these (latune.registry)
 
 
 def _check_values(spec: SweepSpec) -> None:

@@ -25,7 +25,7 @@ from latune.analysis.constraints import to_mapping
 from latune.sweep.spec import SweepSpec, expected_trials
 from latune.tracking.tracker import SweepTracker
 from latune.tracking.records import (SweepInfo, TrialRecord, TrialStatus, reported_every_epoch, resolve_tracking_uri,
-                                     was_pruned)
+                                     unmeasured_at_end, was_pruned)
 
 __all__ = ["MlflowCallback", "tracking_callbacks", "use_callbacks_on_restore"]
 
