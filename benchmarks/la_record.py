@@ -5,8 +5,8 @@ A record (LCBench, YAHPO and NAS-Bench do the same) holds every configuration's 
 
 Record it (about 2 hours on 2 CPU cores for digits; ``--resume`` continues an interrupted one), then export:
 
-    latune sweep la_bench --no-mlflow --name la_bench-digits-record            # add --resume to continue
-    python benchmarks/la_record.py runs/la_bench-digits-record                 # -> benchmarks/data/la_bench_digits.parquet
+    latune sweep la_bench --no-mlflow --name la_bench-digits-record   # add --resume to continue
+    python benchmarks/la_record.py runs/la_bench-digits-record   # -> benchmarks/data/la_bench_digits.parquet
 
 On a GPU machine ``latune sweep la_bench --data cifar10 --no-mlflow --name la_bench-cifar10-record`` records
 CIFAR-10 the same way (then ``--out benchmarks/data/la_bench_cifar10.parquet``).
@@ -81,7 +81,8 @@ def export(experiment: str | Path, out: str | Path, command: str) -> pd.DataFram
     from latune.provenance import provenance
 
     experiment = Path(experiment)
-    sweep = json.loads((experiment / "latune_sweep.json").read_text()) if (experiment / "latune_sweep.json").is_file() else {}
+    info = experiment / "latune_sweep.json"  # what latune.sweep saved of the sweep: its file, base keys, ...
+    sweep = json.loads(info.read_text()) if info.is_file() else {}
     frames = []
     for folder in sorted(p for p in experiment.iterdir() if p.is_dir() and (p / "result.json").is_file()):
         rows = _trial_rows(folder)
@@ -192,7 +193,8 @@ def from_table(table: pd.DataFrame, meta: Mapping[str, Any] | None = None,
             continue  # an unfinished run: not part of the record
         metrics = [c for c in group.columns if c.removeprefix("test_") in METRICS]
         values = {m: group[m].to_numpy(dtype=float) for m in metrics}
-        seconds = group["epoch_time_s"].to_numpy(dtype=float) + np.nan_to_num(group["eval_time_s"].to_numpy(dtype=float))
+        seconds = (group["epoch_time_s"].to_numpy(dtype=float)
+                   + np.nan_to_num(group["eval_time_s"].to_numpy(dtype=float)))
         record.runs.setdefault(tuple(_plain(v) for v in point[:-1]), []).append(Curve(values, seconds))
     return record
 

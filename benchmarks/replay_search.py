@@ -328,6 +328,9 @@ def summarise(traces: Mapping[str, list[Trace]], grid: np.ndarray, front: set[tu
         arms[name] = {
             "repeats": len(runs), "hv_mean": curves.mean(axis=0).round(4).tolist(),
             "hv_low": np.round(low, 4).tolist(), "hv_high": np.round(high, 4).tolist(),
+            # where single sweeps lie (2.5th to 97.5th percentile over repeats): the live check's band
+            "hv_p025": np.percentile(curves, 2.5, axis=0).round(4).tolist(),
+            "hv_p975": np.percentile(curves, 97.5, axis=0).round(4).tolist(),
             "epochs_to_target": _finite(float(np.median(epochs))),
             "epochs_to_target_interval": [_finite(v) for v in _bootstrap_interval(epochs, np.median, rng)],
             "reached_target": float(np.isfinite(epochs).mean()),
@@ -356,6 +359,15 @@ def _ratio(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[floa
 def _finite(value: float) -> float | None:
     """JSON has no infinity: a target never reached (or a ratio of one) is null."""
     return round(value, 4) if math.isfinite(value) else None
+
+
+def inside_band(live: Mapping[str, Any], arm: Mapping[str, Any], grid: np.ndarray) -> float:
+    """Share of the grid's epochs (up to what the live sweep spent) at which a live sweep's hypervolume lies
+    within the arm's band of single replayed sweeps (hv_p025 to hv_p975)."""
+    trace = Trace(list(live["epochs"]), list(live["hv"]))
+    points = [j for j, e in enumerate(grid) if 0 < e <= live["epochs_spent"]]
+    inside = [arm["hv_p025"][j] - 1e-9 <= trace.hv_at(int(grid[j])) <= arm["hv_p975"][j] + 1e-9 for j in points]
+    return round(float(np.mean(inside)), 3) if inside else math.nan
 
 
 def table_lines(summary: Mapping[str, Any], budgets: Sequence[int]) -> list[str]:
@@ -397,9 +409,14 @@ def plot(summary: Mapping[str, Any], taus: Mapping[str, Sequence[float]], path: 
     for name, arm in summary["arms"].items():
         line, = left.plot(grid, arm["hv_mean"], label=name, lw=2 if name == summary["default"] else 1)
         left.fill_between(grid, arm["hv_low"], arm["hv_high"], color=line.get_color(), alpha=0.12)
+    default = summary["arms"].get(summary["default"])
+    if live and default:
+        left.fill_between(grid, default["hv_p025"], default["hv_p975"], color="grey", alpha=0.15,
+                          label=f"{summary['default']}: single sweeps (2.5-97.5%)")
     for index, curve in enumerate((live or {}).get("curves", [])):
         left.step(curve["epochs"], curve["hv"], where="post", color="black", ls="--", lw=1.2,
-                  label="live sweep (seeds)" if index == 0 else None)
+                  label=f"live {live['sweep']} (seeds {', '.join(str(c['seed']) for c in live['curves'])})"
+                  if index == 0 else None)
     left.axhline(TARGET, color="grey", lw=0.8, ls=":")
     left.set(xlabel="epochs spent", ylabel="test hypervolume / oracle (front chosen on validation)",
              title="Replay on the record: mean and 95% interval over repeats")
@@ -467,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     grid = np.arange(0, args.budget_epochs + 1, 10)
     summary = summarise(traces, grid, front, args.default)
     live = json.loads(Path(args.live).read_text()) if args.live else None
+    if live and args.default in summary["arms"]:
+        live["inside_band"] = [inside_band(c, summary["arms"][args.default], grid) for c in live["curves"]]
     summary.update(record=str(args.record), repeats=args.repeats, workers=args.workers, target=TARGET,
                    oracle_hv=round(scorer.oracle, 5), reference=scorer.reference, grace_tau=grace_tau,
                    kendall_tau={m: np.round(v, 3).tolist() for m, v in taus.items()},

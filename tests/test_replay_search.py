@@ -154,3 +154,42 @@ def test_a_record_is_exported_from_tune_folders_with_its_provenance(tmp_path):
     assert record.meta["command"].startswith("latune sweep la_bench --no-mlflow --name la_bench-digits-record")
     assert record.meta["git_commit"] and record.meta["torch_version"]
     assert math.isnan(record.table["test_clean_class_error_sd"].iloc[0])  # a metric the run did not report
+
+
+# ---------------------------------------------------------------- benchmarks/live_check.py
+
+def test_the_live_check_runs_the_shipped_sweep_at_the_records_settings(tmp_path):
+    import live_check
+    import yaml
+
+    base = {"eval.eps": 0.1, "eval.test_every": 1, "eval.steps": 10, "attack.steps": 5, "data.name": "digits"}
+    path = live_check.sweep_file("pareto", 7, base, tmp_path, small=False)
+    raw = yaml.safe_load(path.read_text())
+    assert raw["search"]["seed"] == 7 and raw["search"]["num_samples"] == 16 and raw["name"] == "live_pareto_seed7"
+    assert {k: raw["base"][k] for k in ("eval.test_every", "eval.steps", "attack.steps")} == {
+        "eval.test_every": 1, "eval.steps": 10, "attack.steps": 5}
+    assert "la.delta" in raw["space"] and raw["constraints"] == {"robust_acc": {"min": 0.2}}  # the sweep's own
+
+
+def test_the_live_curve_follows_tunes_order_and_scores_like_the_replay(tmp_path):
+    import live_check
+
+    record = star_record()
+    scorer = replay_search.oracle_scorer(record, CONSTRAINTS)
+    star, other = record.curves(STAR)[0], record.curves({**STAR, "optim.lr": 0.01})[0]
+    experiment = tmp_path / "live"
+    # in Tune's order: b (dominated) finishes with the 5th epoch anyone trained, a (the star) with the 8th;
+    # c was stopped at a rung after 2 epochs: it spends epochs but never counts for the front
+    for name, run, stamps in (("a", star, [1, 3, 4, 5]), ("b", other, [0.5, 1.2, 1.5, 2]), ("c", star, [6, 7])):
+        folder = experiment / name
+        folder.mkdir(parents=True)
+        (folder / "params.json").write_text(json.dumps({"la.delta": 0.1}))  # optim.epochs from the preset
+        lines = [{"epoch": e + 1, "timestamp": t, **{m: float(v[e]) for m, v in run.values.items()}}
+                 for e, t in enumerate(stamps)]
+        (folder / "result.json").write_text("\n".join(json.dumps(line) for line in lines))
+    found = live_check.curve(experiment, scorer, CONSTRAINTS)
+    assert found["epochs_spent"] == 10 and found["epochs"] == [0, 5, 8] and found["finished_feasible"] == 2
+    assert found["hv"][1] < 1.0 and found["hv"][2] == pytest.approx(1.0)
+    band = {"hv_p025": [0.0, 0.0, 0.9], "hv_p975": [0.0, 0.01, 1.0]}
+    inside_at_4_and_8 = [0.0 <= 0.0 <= 0.01, 0.9 <= 1.0 <= 1.0]
+    assert replay_search.inside_band(found, band, np.array([0, 4, 8])) == np.mean(inside_at_4_and_8)
