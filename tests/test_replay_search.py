@@ -143,7 +143,8 @@ def test_a_record_is_exported_from_tune_folders_with_its_provenance(tmp_path):
         (folder / "params.json").write_text(json.dumps({**config, "seed": 0, "optim.epochs": 2}))
         lines = [json.dumps({"epoch": e, "clean_acc": 0.9, "robust_acc": 0.5, "robust_class_error_sd": 0.1,
                              "test_clean_acc": 0.8, "test_robust_acc": 0.4, "test_robust_class_error_sd": 0.2,
-                             "epoch_time_s": 3.0, "eval_time_s": 1.0, "test_eval_time_s": 1.0}) for e in range(1, epochs + 1)]
+                             "epoch_time_s": 3.0, "eval_time_s": 1.0, "test_eval_time_s": 1.0})
+                 for e in range(1, epochs + 1)]
         (folder / "result.json").write_text("\n".join(lines) + "\n{\"epoch\": 3, \"cut")  # a line cut short
     (experiment / "latune_sweep.json").write_text(json.dumps({"base": {"data.name": "digits"}}))
     out = tmp_path / "record.parquet"
