@@ -457,6 +457,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tau-threshold", type=float, default=0.6, help="es_tau's first rung: tau reaches this")
     parser.add_argument("--live", help="live_check.json of benchmarks/live_check.py, drawn into the PNG")
     parser.add_argument("--small", action="store_true", help="5 repeats, random/tpe, none/es_hv2: a quick look")
+    parser.add_argument("--from-json", metavar="REPLAY_JSON",
+                        help="replay nothing: rewrite the table and PNG beside this replay.json (add --live to redraw it)")
     args = parser.parse_args(argv)
     if args.small:
         args.repeats, args.samplers, args.stopping = 5, "random,tpe", "none,es_hv2"
@@ -466,10 +468,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def write_outputs(summary: dict[str, Any], out: Path, live: Mapping[str, Any] | None) -> list[str]:
+    """replay.md (the table), replay.json and replay.png in ``out``; the table's lines."""
+    grid = np.array(summary["grid_epochs"])
+    if live and summary["default"] in summary["arms"]:
+        live = {**live, "inside_band": [inside_band(c, summary["arms"][summary["default"]], grid)
+                                        for c in live["curves"]]}
+        summary["live"] = live
+    out.mkdir(parents=True, exist_ok=True)
+    lines = table_lines(summary, [160, int(grid[-1])])
+    (out / "replay.md").write_text("\n".join(lines) + "\n")
+    (out / "replay.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot(summary, summary["kendall_tau"], out / "replay.png", summary.get("live"))
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from latune.analysis.constraints import parse_constraints
 
     args = parse_args(argv)
+    if args.from_json:
+        summary = json.loads(Path(args.from_json).read_text())
+        live = json.loads(Path(args.live).read_text()) if args.live else summary.get("live")
+        print("\n".join(write_outputs(summary, Path(args.from_json).parent, live)))
+        return 0
     record = la_record.load(args.record)
     constraints = parse_constraints(CONSTRAINTS, list(la_record.METRICS))
     scorer = oracle_scorer(record, constraints)
@@ -484,25 +506,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     grid = np.arange(0, args.budget_epochs + 1, 10)
     summary = summarise(traces, grid, front, args.default)
     live = json.loads(Path(args.live).read_text()) if args.live else None
-    if live and args.default in summary["arms"]:
-        live["inside_band"] = [inside_band(c, summary["arms"][args.default], grid) for c in live["curves"]]
-    summary.update(record=str(args.record), repeats=args.repeats, workers=args.workers, target=TARGET,
-                   oracle_hv=round(scorer.oracle, 5), reference=scorer.reference, grace_tau=grace_tau,
-                   kendall_tau={m: np.round(v, 3).tolist() for m, v in taus.items()},
-                   noise_floor=noise_floor(record), spread=spread(record), front_size=len(front), live=live)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    lines = table_lines(summary, [160, args.budget_epochs])
-    (out / "replay.md").write_text("\n".join(lines) + "\n")
-    (out / "replay.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plot(summary, taus, out / "replay.png", live)
+    summary.update(record=str(args.record), record_meta=record.meta, repeats=args.repeats, workers=args.workers,
+                   target=TARGET, oracle_hv=round(scorer.oracle, 5), reference=scorer.reference, grace_tau=grace_tau,
+                   kendall_tau={m: np.round(v, 3).tolist() for m, v in taus.items()}, noise_floor=noise_floor(record),
+                   spread=spread(record), front_size=len(front), budget_epochs=args.budget_epochs,
+                   command="python benchmarks/replay_search.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    lines = write_outputs(summary, Path(args.out), live)
     print("\n".join(lines))
     compact = {name: {k: arm[k] for k in ("epochs_to_target", "epochs_to_target_interval", "reached_target",
                                           "front_pruned_share", "ms_per_suggestion")}
                for name, arm in summary["arms"].items()}
     print(json.dumps({"arms": compact, "default": args.default, "default_vs_random": summary.get("default_vs_random"),
                       "default_vs_random_interval": summary.get("default_vs_random_interval"),
-                      "oracle_hv": summary["oracle_hv"], "grace_tau": grace_tau, "out": str(out)}))
+                      "oracle_hv": summary["oracle_hv"], "grace_tau": grace_tau, "out": str(args.out)}))
     return 0
 
 

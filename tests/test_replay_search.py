@@ -194,3 +194,19 @@ def test_the_live_curve_follows_tunes_order_and_scores_like_the_replay(tmp_path)
     band = {"hv_p025": [0.0, 0.0, 0.9], "hv_p975": [0.0, 0.01, 1.0]}
     inside_at_4_and_8 = [0.0 <= 0.0 <= 0.01, 0.9 <= 1.0 <= 1.0]
     assert replay_search.inside_band(found, band, np.array([0, 4, 8])) == np.mean(inside_at_4_and_8)
+
+
+def test_the_table_and_figure_are_regenerated_from_the_committed_json(tmp_path, capsys):
+    record = star_record()
+    path = tmp_path / "record.parquet"
+    record.table.to_parquet(path)
+    out = tmp_path / "out"
+    assert replay_search.main(["--record", str(path), "--out", str(out), "--repeats", "2", "--budget-epochs", "40",
+                               "--samplers", "random", "--stopping", "none", "--default", "random"]) == 0
+    table = (out / "replay.md").read_text()
+    (out / "replay.md").unlink()
+    (out / "replay.png").unlink()
+    capsys.readouterr()
+    assert replay_search.main(["--from-json", str(out / "replay.json")]) == 0
+    assert (out / "replay.md").read_text() == table and (out / "replay.png").is_file()
+    assert capsys.readouterr().out.strip() == table.strip()
