@@ -458,7 +458,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--live", help="live_check.json of benchmarks/live_check.py, drawn into the PNG")
     parser.add_argument("--small", action="store_true", help="5 repeats, random/tpe, none/es_hv2: a quick look")
     parser.add_argument("--from-json", metavar="REPLAY_JSON",
-                        help="replay nothing: rewrite the table and PNG beside this replay.json (add --live to redraw it)")
+                        help="replay nothing: rewrite the table and PNG beside this replay.json (--live redraws)")
     args = parser.parse_args(argv)
     if args.small:
         args.repeats, args.samplers, args.stopping = 5, "random,tpe", "none,es_hv2"
