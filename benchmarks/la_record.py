@@ -203,8 +203,11 @@ def load(path: str | Path) -> Record:
     """Read a record written by ``export``."""
     import pyarrow.parquet as pq
 
+    import hashlib
+
     arrow = pq.read_table(path)
     meta = json.loads((arrow.schema.metadata or {}).get(METADATA_KEY, b"{}"))
+    meta["digest"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]  # which record a replay used
     return from_table(arrow.to_pandas(), meta)
 
 

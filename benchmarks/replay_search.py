@@ -434,14 +434,40 @@ def plot(summary: Mapping[str, Any], taus: Mapping[str, Sequence[float]], path: 
 
 def run_arms(record: la_record.Record, arms: Sequence[Arm], args: argparse.Namespace, scorer: Scorer,
              constraints: Sequence[Any], grace_tau: int) -> dict[str, list[Trace]]:
+    """Every arm's repeats; each arm's traces are saved in ``--out``/traces/ as soon as it is done, and an arm
+    saved there by an earlier run with the same record and settings is read back, not replayed (the GP arms
+    take hours: an interrupted replay continues where it stopped)."""
     traces: dict[str, list[Trace]] = {}
+    folder = Path(args.out) / "traces"
+    folder.mkdir(parents=True, exist_ok=True)
     for arm in arms:
+        key = {"arm": arm.name, "record": record.meta.get("digest") or str(args.record), "repeats": args.repeats,
+               "workers": args.workers, "budget_epochs": args.budget_epochs, "grace_tau": grace_tau,
+               "stopping": STOPPING[arm.stopping]}
+        path = folder / f"{arm.name}.json"
+        saved = json.loads(path.read_text()) if path.is_file() else None
+        if saved is not None and saved["key"] == key:
+            traces[arm.name] = [_trace_from_json(t) for t in saved["traces"]]
+            print(f"  {arm.name}: read back from {path}", flush=True)
+            continue
         started = time.perf_counter()
         traces[arm.name] = [replay(record, arm, seed=r, workers=args.workers, budget_epochs=args.budget_epochs,
                                    scorer=scorer, constraints=constraints, grace_tau=grace_tau)
                             for r in range(args.repeats)]
+        path.write_text(json.dumps({"key": key, "traces": [_trace_to_json(t) for t in traces[arm.name]]}))
         print(f"  {arm.name}: {args.repeats} repeats in {time.perf_counter() - started:.0f} s", flush=True)
     return traces
+
+
+def _trace_to_json(trace: Trace) -> dict[str, Any]:
+    counts = {name: [[list(p), n] for p, n in getattr(trace, name).items()] for name in ("started", "pruned",
+                                                                                        "completed")}
+    return {"epochs": trace.epochs, "hv": trace.hv, "ask_seconds": trace.ask_seconds, "trials": trace.trials, **counts}
+
+
+def _trace_from_json(raw: Mapping[str, Any]) -> Trace:
+    counts = {name: {tuple(p): n for p, n in raw[name]} for name in ("started", "pruned", "completed")}
+    return Trace(epochs=raw["epochs"], hv=raw["hv"], ask_seconds=raw["ask_seconds"], trials=raw["trials"], **counts)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

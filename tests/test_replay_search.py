@@ -130,7 +130,7 @@ def test_the_command_writes_its_figures_and_ends_with_one_json_line(tmp_path, ca
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(last["arms"]) == {"random", "random+es_hv2", "tpe", "tpe+es_hv2"} and last["default"] == "tpe"
     assert last["default_vs_random"] is not None and last["arms"]["tpe"]["ms_per_suggestion"] > 0
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"replay.png", "replay.md", "replay.json"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"replay.png", "replay.md", "replay.json", "traces"}
     saved = json.loads((tmp_path / "out" / "replay.json").read_text())
     assert saved["noise_floor"]["clean_acc"] == 0.0 and saved["oracle_hv"] > 0  # two identical seeds
 
@@ -210,3 +210,7 @@ def test_the_table_and_figure_are_regenerated_from_the_committed_json(tmp_path, 
     assert replay_search.main(["--from-json", str(out / "replay.json")]) == 0
     assert (out / "replay.md").read_text() == table and (out / "replay.png").is_file()
     assert capsys.readouterr().out.strip() == table.strip()
+    # a second full run reads every arm back from traces/ (an interrupted replay continues): the same table
+    assert replay_search.main(["--record", str(path), "--out", str(out), "--repeats", "2", "--budget-epochs", "40",
+                               "--samplers", "random", "--stopping", "none", "--default", "random"]) == 0
+    assert "random: read back from" in capsys.readouterr().out and (out / "replay.md").read_text() == table
