@@ -385,6 +385,20 @@ def table_lines(summary: Mapping[str, Any], budgets: Sequence[int]) -> list[str]
     return lines
 
 
+def record_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The record's spread over configurations against its noise floor, and the rank correlations by epoch."""
+    lines = ["| objective (test, last epoch) | 5th / 50th / 95th percentile over configurations | "
+             "two seeds of one configuration: median gap |", "|---|---|---|"]
+    for metric, (low, mid, high) in summary["spread"].items():
+        lines.append(f"| {metric} | {low:.3f} / {mid:.3f} / {high:.3f} | {summary['noise_floor'][metric]:.3f} |")
+    taus = summary["kendall_tau"]
+    epochs = len(next(iter(taus.values())))
+    lines += ["", "| Kendall tau with the final value (validation) | " + " | ".join(
+        f"epoch {e}" for e in range(1, epochs + 1)) + " |", "|---|" + "---|" * epochs]
+    lines += [f"| {metric} | " + " | ".join(f"{t:.2f}" for t in values) + " |" for metric, values in taus.items()]
+    return lines
+
+
 def _show(value: float | None) -> str:
     return "never" if value is None else f"{value:.0f}"
 
@@ -502,7 +516,7 @@ def write_outputs(summary: dict[str, Any], out: Path, live: Mapping[str, Any] | 
                                         for c in live["curves"]]}
         summary["live"] = live
     out.mkdir(parents=True, exist_ok=True)
-    lines = table_lines(summary, [160, int(grid[-1])])
+    lines = table_lines(summary, [160, int(grid[-1])]) + [""] + record_lines(summary)
     (out / "replay.md").write_text("\n".join(lines) + "\n")
     (out / "replay.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot(summary, summary["kendall_tau"], out / "replay.png", summary.get("live"))
