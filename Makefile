@@ -1,5 +1,6 @@
 # The two commands (README): `make sweep` runs the delta x eps sweep on the embedded digits data with a
-# local Ray, `make test` runs the tests. `make run` trains one model.
+# local Ray, `make test` runs the tests (tests/test_docs.py builds the docs too). `make run` trains one model,
+# `make docs` builds the docs site into site/, `make help` lists the targets.
 # Each builds .venv with pip first (once; again when pyproject.toml or constraints.txt changes), at the versions
 # of constraints.txt: the lock the cluster image (Dockerfile) installs too.
 PYTHON ?= python3
@@ -7,12 +8,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: sweep run test bench clean
+.PHONY: sweep run test bench docs help clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,docs]'
 	touch $(STAMP)
 
 sweep: $(STAMP)
@@ -30,5 +31,19 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_sweep.py
 
+# the docs site (mkdocs.yml, docs/); --strict: a broken link or anchor fails the build
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+help:
+	@echo "make sweep   the main job: the delta_eps_grid sweep on digits, local Ray and MLflow (./mlflow.db)"
+	@echo "make test    the test suite (the docs build included)"
+	@echo "make run     train one model on digits into runs/digits-la"
+	@echo "make bench   the training and sweep benchmarks (docs/figures.md)"
+	@echo "make docs    build the docs site into site/ (mkdocs build --strict)"
+	@echo "make clean   remove .venv and site/; results (runs/, mlflow.db) stay"
+	@echo "Each target but help and clean builds .venv first, at the versions of constraints.txt."
+
+# keeps the results: runs/ (sweeps, models) and mlflow.db are yours to delete
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) site
