@@ -230,7 +230,8 @@ def test_dry_run_shows_the_rungs_and_the_flags_turn_them_off(tmp_path, capsys):
     (tmp_path / "es.yaml").write_text(yaml.safe_dump(SWEEP))
     assert main([str(tmp_path / "es.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "early stopping: rungs at epochs 1, 2 of 4 (grace 1, reduction factor 2)" in out
+    assert ("early stopping: rungs at epochs 1, 2 of 4 (grace 1, reduction factor 2, judged from the 2nd result, "
+            "fronts ordered by hypervolume)") in out
     assert "constraints: robust_acc >= 0.02" in out
     assert main([str(tmp_path / "es.yaml"), "--dry-run", "--no-early-stopping"]) == 0
     assert "early stopping: off" in capsys.readouterr().out
