@@ -12,7 +12,7 @@ epochs counts them all first). Printed per seed and over seeds: the fraction of 
 epochs), and (b)'s hypervolume at (a)'s budget.
 
     python benchmarks/bench_early_stopping.py                # N=8 vs M=24 trials of 6 epochs, 3 seeds (~15 min per
-                                                             # seed on 2 busy cores; the README's figures)
+                                                             # seed on 2 busy cores; docs/early-stopping.md's figures)
     python benchmarks/bench_early_stopping.py --small        # tiny, for the tests
 The last line printed is one JSON object with the figures; --out names the PNG of both curves.
 """

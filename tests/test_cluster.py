@@ -208,7 +208,7 @@ def test_dashboard_and_mlflow_listen_on_the_heads_localhost_only():
     assert "--artifacts-destination" in mlflow[0] and "--backend-store-uri" in mlflow[0]
     everything = _commands(config) + json.dumps(config.get("docker", {}))
     assert "0.0.0.0" not in everything and "-p 5000" not in everything and "--publish" not in everything
-    # no group made by Ray (its own opens SSH to 0.0.0.0/0): the README's group, named in every node type
+    # no group made by Ray (its own opens SSH to 0.0.0.0/0): docs/cluster.md's group, named in every node type
     assert "security_group" not in config["provider"]
     assert all(t["node_config"]["SecurityGroupIds"] for t in config["available_node_types"].values())
 
@@ -348,7 +348,9 @@ def test_sweep_on_a_cluster_runs_on_workers_that_join_and_survives_losing_one(tm
 
     sweep = tmp_path / "cluster_sweep.yaml"
     sweep.write_text(yaml.safe_dump({
-        "name": "cluster_sweep", "description": "multi-node test sweep", "base": {**TINY_BASE, "optim.epochs": EPOCHS},
+        "name": "cluster_sweep", "description": "multi-node test sweep",
+        # device cpu: the workers' GPUs are Ray resources only (a GPU share without CUDA refuses to start on auto)
+        "base": {**TINY_BASE, "optim.epochs": EPOCHS, "device": "cpu"},
         "space": {"la.delta": [0.0, 0.1, 0.3]}, "search": {"algorithm": "grid"},
         "resources": {"cpu": 1, "gpu": "auto"}, "max_retries": 2}))
     head_home = tmp_path / "head_home"  # the driver's $HOME: where `ray up` leaves the bootstrap config

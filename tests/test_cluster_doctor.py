@@ -1,7 +1,8 @@
 """latune.cluster.doctor and ``python -m latune.cluster doctor`` on this machine (no GPU): the GPU is reported
 missing and the exit status is 2; a local folder as storage and a real ``mlflow server`` on 127.0.0.1 pass, and
 fail with their fix when broken; nvidia-smi's output is read from a stand-in on PATH; --gpu worker runs the node
-checks as a Ray task on a local cluster with a logical GPU."""
+checks as a Ray task on a local cluster with a logical GPU. The GPUs a node type declares, nvidia-smi lists and Ray
+offers are compared; a check that raises is a FAIL row with the exception's one line, never a traceback."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import pytest
 
 from _mlflow_helpers import MlflowServer, clean_env, free_port
 from latune.cluster import doctor
-from latune.cluster.doctor import Check, gpu_check, mlflow_check, storage_check, torch_cuda_check, versions_check
+from latune.cli.cluster import main
+from latune.cluster.doctor import (Check, gpu_check, guarded, mlflow_check, ray_resources_check, storage_check,
+                                   torch_cuda_check, versions_check)
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +145,70 @@ def test_versions_check_compares_every_pin(tmp_path):
     assert found.ok is False and "2 of 3 pins" in found.detail
     assert "pyyaml-not-installed missing (lock: 1.0)" in found.detail and "(lock: 0.0.1)" in found.detail
     assert "Dockerfile" in found.fix
+
+
+def test_ray_resources_check_compares_declared_listed_and_offered_gpus():
+    ok = ray_resources_check(("gpu_4x", 4.0), 4, (4.0, 6.0))
+    assert ok.ok is True
+    assert ok.detail == "node type gpu_4x declares 4, nvidia-smi lists 4, Ray offers 4 (the cluster: 6)"
+    no_gpus_option = ray_resources_check(("gpu_1x", 1.0), 0, (1.0, 1.0))
+    assert no_gpus_option.ok is False and "GPUs disagree" in no_gpus_option.detail
+    assert "--gpus all" in no_gpus_option.fix
+    assert ray_resources_check(None, 1, (0.0, 0.0)).ok is False  # Ray started before the GPU was visible
+    assert ray_resources_check(("gpu_1x", 1.0), 1, None).ok is True  # Ray not reachable: declared against listed
+    skipped = ray_resources_check(None, 0, None)
+    assert skipped.ok is None and "nothing" not in skipped.detail and "no node type" in skipped.detail
+
+
+def test_declared_gpus_of_this_node_type(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_NODE_TYPE_NAME", "gpu_1x")
+    assert doctor._declared_here({"head": 0.0, "gpu_1x": 1.0}) == ("gpu_1x", 1.0)
+    monkeypatch.delenv("RAY_NODE_TYPE_NAME")
+    bootstrap = tmp_path / "ray_bootstrap_config.yaml"  # on the head: the config `ray up` left there
+    bootstrap.write_text("head_node_type: head\navailable_node_types:\n  head: {resources: {CPU: 0}}\n"
+                         "  gpu_4x: {resources: {CPU: 48, GPU: 4}}\n")
+    monkeypatch.setattr(doctor, "BOOTSTRAP_CONFIG", str(bootstrap))
+    assert doctor._declared_here(None) == ("head", 0.0)
+    assert doctor.declared_gpus(doctor._bootstrap_config()) == {"head": 0.0, "gpu_4x": 4.0}
+    monkeypatch.setattr(doctor, "BOOTSTRAP_CONFIG", str(tmp_path / "none.yaml"))
+    assert doctor._declared_here(None) is None
+
+
+def test_no_ray_is_reached_without_an_address():
+    assert doctor._ray_gpus(None) is None and doctor._ray_gpus("local") is None
+
+
+def _raises(error: BaseException):
+    def check(*args):
+        raise error
+    return check
+
+
+def test_a_check_that_raises_is_a_fail_row_with_one_line():
+    found = guarded("versions", _raises(RuntimeError("torch\n  version")))
+    assert found == Check("versions", False, "RuntimeError: torch version", found.fix) and found.fix
+    assert guarded("gpu", lambda: Check("gpu", True, "fine")).ok is True
+
+
+@pytest.mark.parametrize("gpu", ["here", "worker"])
+def test_doctor_reports_every_check_that_raises_as_a_fail_row(gpu, monkeypatch, capsys):
+    for name, error in (("gpu_check", OSError("no device")), ("torch_cuda_check", RuntimeError("CUDA init")),
+                        ("_ray_gpus", ValueError("GPU resource")), ("versions_check", KeyError("ray")),
+                        ("storage_check", TypeError("bad URI")), ("mlflow_check", ZeroDivisionError("division")),
+                        ("on_gpu_worker", AttributeError("task"))):
+        monkeypatch.setattr(doctor, name, _raises(error))
+    monkeypatch.delenv("RAY_NODE_TYPE_NAME", raising=False)
+    assert main(["doctor", "--gpu", gpu, "--address", "127.0.0.1:1", "--wait", "1"]) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    expected = {"versions": "KeyError: 'ray'", "storage": "TypeError: bad URI", "mlflow": "ZeroDivisionError: division"}
+    expected.update({"gpu": "OSError: no device", "torch cuda": "RuntimeError: CUDA init",
+                     "ray resources": "ValueError: GPU resource"} if gpu == "here" else
+                    {"gpu worker": "AttributeError: task"})
+    rows = {line[6:].split("  ")[0].strip(): line for line in out.splitlines() if line.startswith("FAIL")}
+    assert set(rows) == set(expected), out
+    assert all(detail in rows[name] for name, detail in expected.items()), out
+    assert err.strip().splitlines()[-1] == f"error: {len(expected)} check(s) failed: {', '.join(rows)}"
 
 
 @pytest.mark.slow

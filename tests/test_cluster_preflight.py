@@ -1,7 +1,9 @@
-"""latune.cluster.preflight and ``python -m latune.cluster check``: the shipped cluster.yaml fails naming each
-placeholder, a filled copy passes (and still passes Ray's own validation), and broken copies of the filled one
-each give one problem naming the field: SSH open to the world, GPU counts, the Ray version, the lock, S3, zones,
-profiles, keys, setup commands."""
+"""latune.cluster.preflight (with its checks in latune.cluster.nodes and .exposure) and ``python -m latune.cluster
+check``: the shipped cluster.yaml fails naming each placeholder, a filled copy passes (and still passes Ray's own
+validation), and broken copies of the filled one each give one problem naming the field: SSH open to the world,
+GPU counts, instance types, Volta under CUDA 13, --gpus, the Ray version, the image digest, S3 and shared
+storage, zones, the dashboard and MLflow hosts, IMDSv2, encrypted disks, cache_stopped_nodes, profiles, keys,
+setup commands. The vCPU quotas, spot included; the Dockerfile's base digest warning."""
 
 from __future__ import annotations
 
@@ -15,13 +17,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from latune.cluster.preflight import (PLACEHOLDERS, installed_ray_version, lock_digest, problems, s3_uri_problem,
-                                      vcpu_needs)
+from latune.cluster import instances
+from latune.cluster.preflight import (PLACEHOLDERS, dockerfile_warnings, image_digest, installed_ray_version,
+                                      lock_cuda, problems, s3_uri_problem, vcpu_needs)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
 RAY = installed_ray_version()
-LOCK = lock_digest((ROOT / "constraints.txt").read_bytes())
+DIGEST = image_digest((ROOT / "Dockerfile").read_bytes(), (ROOT / "constraints.txt").read_bytes())
+CUDA = lock_cuda((ROOT / "constraints.txt").read_text())
 # What a user writes for each placeholder (an account id other than AWS's example one).
 FILLED = {"YOUR-REGISTRY": "210987654321.dkr.ecr.us-west-2.amazonaws.com", "YOUR-REGION": "us-west-2",
           "YOUR-ZONES": "us-west-2a,us-west-2b", "YOUR-AMI": "ami-0123456789abcdef0",
@@ -42,7 +46,7 @@ def _filled() -> dict:
 
 
 def _check(config: dict) -> list[str]:
-    return problems(config, ray_version=RAY, lock=LOCK)
+    return problems(config, ray_version=RAY, digest=DIGEST, cuda=CUDA)
 
 
 def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -76,11 +80,16 @@ def test_filled_copy_passes_the_check_and_rays_validation(tmp_path):
     assert _check(_filled()) == []
     validate_config(prepare_config(_filled()))
     (tmp_path / "cluster.yaml").write_text(_filled_text())
-    (tmp_path / "constraints.txt").write_bytes((ROOT / "constraints.txt").read_bytes())
+    for name in ("constraints.txt", "Dockerfile"):
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
     done = _cli("check", str(tmp_path / "cluster.yaml"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "no problems found" in done.stdout and "ray up" in done.stdout and "doctor --gpu worker" in done.stdout
     assert "104 vCPUs" in done.stdout and "L-DB2E81BA" in done.stdout  # 2 x g5.12xlarge + 2 x g5.xlarge
+    assert "the Dockerfile and constraints.txt" in done.stdout  # the tag was compared with their digest
+    # what is still open is a warning, not a problem: the base image's digest (no machine here could read it)
+    assert [line.split(":")[0] for line in done.stderr.splitlines()] == (
+        ["warning"] if dockerfile_warnings((ROOT / "Dockerfile").read_text()) else [])
 
 
 def test_check_cli_refuses_a_missing_or_unreadable_file(tmp_path):
@@ -125,7 +134,7 @@ def _ray_version_mismatch(c):
 
 
 def _image_of_another_lock(c):
-    c["docker"]["image"] = c["docker"]["image"].replace(LOCK, "0badc0de")
+    c["docker"]["image"] = c["docker"]["image"].replace(DIGEST, "0badc0de")
 
 
 def _rays_own_image(c):
@@ -199,6 +208,64 @@ def _pip_install_at_boot(c):
     c["setup_commands"].append("pip install -q torch torchvision")
 
 
+def _cache_stopped_nodes_missing(c):
+    del c["provider"]["cache_stopped_nodes"]
+
+
+def _cache_stopped_nodes_true(c):
+    c["provider"]["cache_stopped_nodes"] = True
+
+
+def _replace_in_command(c, key, old, new):
+    [index] = [i for i, command in enumerate(c[key]) if old in command]
+    c[key][index] = c[key][index].replace(old, new)
+
+
+def _dashboard_on_every_address(c):
+    _replace_in_command(c, "head_start_ray_commands", "--dashboard-host=127.0.0.1", "--dashboard-host=0.0.0.0")
+
+
+def _mlflow_on_every_address(c):
+    _replace_in_command(c, "head_start_ray_commands", "mlflow server --host 127.0.0.1", "mlflow server --host 0.0.0.0")
+
+
+def _local_storage_on_a_cluster(c):
+    _replace_in_command(c, "head_setup_commands", "LATUNE_STORAGE=$LATUNE_S3/runs",
+                        "LATUNE_STORAGE=$HOME/latune_state/runs")
+
+
+def _volta_under_cuda_13(c):
+    _types(c)["gpu_1x"]["node_config"]["InstanceType"] = "p3.2xlarge"
+
+
+def _misspelt_instance_type(c):
+    _types(c)["gpu_1x"]["node_config"]["InstanceType"] = "g5.xlarg"
+
+
+def _gpu_workers_without_gpus_option(c):
+    del c["docker"]["worker_run_options"]
+
+
+def _imds_optional(c):
+    _types(c)["gpu_4x"]["node_config"]["MetadataOptions"]["HttpTokens"] = "optional"
+
+
+def _imds_missing(c):
+    del _types(c)["head"]["node_config"]["MetadataOptions"]
+
+
+def _disk_unencrypted(c):
+    _types(c)["gpu_1x"]["node_config"]["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] = False
+
+
+def _disk_encryption_missing(c):
+    del _types(c)["gpu_4x"]["node_config"]["BlockDeviceMappings"][0]["Ebs"]["Encrypted"]
+
+
+def _disk_mappings_missing(c):
+    del _types(c)["head"]["node_config"]["BlockDeviceMappings"]
+
+
 _BROKEN = [
     (_ssh_default_group, ["available_node_types.gpu_4x.node_config.SecurityGroupIds: missing", "0.0.0.0/0"]),
     (_ssh_world_rule, ["provider.security_group.IpPermissions: ports 22-22 open to the world"]),
@@ -207,7 +274,7 @@ _BROKEN = [
     (_gpu_missing, ["available_node_types.gpu_1x.resources.GPU: 0 declared", "g5.xlarge has 1"]),
     (_cpus_beyond_the_instance, ["available_node_types.gpu_1x.resources.CPU: 8 declared", "has 4 vCPUs"]),
     (_ray_version_mismatch, ["docker.image: Ray 2.50.0 in the tag", f"this machine runs Ray {RAY}"]),
-    (_image_of_another_lock, ["docker.image: tag", f"does not end with -{LOCK}"]),
+    (_image_of_another_lock, ["docker.image: tag", f"does not end with -{DIGEST}", "Dockerfile and constraints"]),
     (_rays_own_image, ["docker.image: 'rayproject/ray:", "without latune's dependencies"]),
     (_two_images, ["docker.worker_image:", "differs from docker.image"]),
     (_gpus_on_the_head, ["docker.run_options: --gpus", "worker_run_options"]),
@@ -225,6 +292,25 @@ _BROKEN = [
     (_example_account_id, ["IamInstanceProfile.Arn: placeholder 123456789012 left", "your AWS account id"]),
     (_key_without_key_names, ["KeyName: missing in available_node_types gpu_1x, gpu_4x"]),
     (_pip_install_at_boot, ["setup_commands[1]: 'pip install -q torch torchvision' installs packages at every boot"]),
+    (_cache_stopped_nodes_missing, ["provider.cache_stopped_nodes: missing", "write false"]),
+    (_cache_stopped_nodes_true, ["provider.cache_stopped_nodes: true", "keep billing their disks"]),
+    (_dashboard_on_every_address, ["head_start_ray_commands[1]: the Ray dashboard listens on every address"]),
+    (_mlflow_on_every_address, ["head_start_ray_commands[2]: the MLflow server listens on every address"]),
+    (_local_storage_on_a_cluster, ["head_setup_commands[1]: LATUNE_STORAGE=$HOME/latune_state/runs is a local",
+                                   "gpu_1x, gpu_4x", "s3://"]),
+    (_volta_under_cuda_13, ["available_node_types.gpu_1x.node_config.InstanceType: p3.2xlarge has NVIDIA V100",
+                            "sm_70", f"CUDA {CUDA}"]),
+    (_misspelt_instance_type, ["available_node_types.gpu_1x.node_config.InstanceType: 'g5.xlarg' is not",
+                               "did you mean g5.xlarge?"]),
+    (_gpu_workers_without_gpus_option, ["docker.worker_run_options: no --gpus for available_node_types gpu_1x, "
+                                        "gpu_4x", "--gpus all"]),
+    (_imds_optional, ["available_node_types.gpu_4x.node_config.MetadataOptions.HttpTokens: 'optional'; write "
+                      "required"]),
+    (_imds_missing, ["available_node_types.head.node_config.MetadataOptions.HttpTokens: missing"]),
+    (_disk_unencrypted, ["available_node_types.gpu_1x.node_config.BlockDeviceMappings[0].Ebs.Encrypted: false"]),
+    (_disk_encryption_missing, ["available_node_types.gpu_4x.node_config.BlockDeviceMappings[0].Ebs.Encrypted: "
+                                "missing"]),
+    (_disk_mappings_missing, ["available_node_types.head.node_config.BlockDeviceMappings: missing"]),
 ]
 
 
@@ -238,14 +324,90 @@ def test_each_broken_copy_gives_one_problem_naming_the_field(edit, expected):
 
 
 def test_ray_not_installed_is_a_problem():
-    [found] = problems(_filled(), ray_version=None, lock=LOCK)
+    [found] = problems(_filled(), ray_version=None, digest=DIGEST, cuda=CUDA)
     assert found.startswith("ray: not installed on this machine")
 
 
-def test_lock_is_not_compared_without_one():
+def test_image_digest_is_not_compared_without_one():
     config = _filled()
     _image_of_another_lock(config)
-    assert problems(config, ray_version=RAY, lock=None) == []
+    assert problems(config, ray_version=RAY, digest=None, cuda=CUDA) == []
+
+
+def test_image_digest_is_the_shells_digest_of_the_dockerfile_then_the_lock():
+    done = subprocess.run("cat Dockerfile constraints.txt | sha256sum | cut -c1-8", shell=True, cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == DIGEST
+
+
+def test_lock_cuda_is_the_major_version_of_the_locks_cuda_runtime():
+    assert CUDA == 13  # torch 2.14.1 from PyPI: CUDA 13.0 wheels
+    assert lock_cuda("nvidia-cuda-runtime-cu12==12.8.90\n") == 12 and lock_cuda("torch==2.4.0\n") is None
+
+
+def test_volta_is_fine_under_cuda_12():
+    config = _filled()
+    _volta_under_cuda_13(config)
+    assert problems(config, ray_version=RAY, digest=DIGEST, cuda=12) == []
+
+
+def test_local_storage_is_fine_on_a_single_node_and_for_file_uris():
+    config = _filled()
+    _local_storage_on_a_cluster(config)
+    single = copy.deepcopy(config)
+    single["max_workers"] = 0
+    for node_type in ("gpu_1x", "gpu_4x"):
+        _types(single)[node_type]["max_workers"] = 0
+    assert _check(single) == []
+    _replace_in_command(config, "head_setup_commands", "$HOME/latune_state/runs", "file:///shared/runs")
+    [found] = _check(config)
+    assert "LATUNE_STORAGE=file:///shared/runs is a local folder" in found
+
+
+def test_misspelt_instance_type_against_botocores_list(monkeypatch):
+    monkeypatch.setattr(instances, "ec2_instance_types", lambda: frozenset({"m5.xlarge", "g5.xlarge", "g5.12xlarge",
+                                                                            "g6f.xlarge"}))
+    config = _filled()
+    _misspelt_instance_type(config)
+    [found] = _check(config)
+    assert found.endswith("'g5.xlarg' is not an EC2 instance type (botocore's list); did you mean g5.xlarge?")
+    _types(config)["gpu_1x"]["node_config"]["InstanceType"] = "g6f.xlarge"  # real, but not in latune's GPU table
+    [found] = _check(config)
+    assert "resources.GPU: 1 declared, but g6f.xlarge is not a GPU instance type latune knows" in found
+
+
+def test_without_botocore_the_message_says_so(monkeypatch):
+    monkeypatch.setattr(instances, "ec2_instance_types", lambda: None)
+    config = _filled()
+    _misspelt_instance_type(config)
+    [found] = _check(config)
+    assert "not in latune's list of instance types" in found and "botocore" in found and "pip install boto3" in found
+    assert _check(_filled()) == []  # the shipped types are in latune's own list
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_ec2_instance_types_reads_botocores_newest_ec2_model(tmp_path, gzipped):
+    import gzip
+
+    for version, types in (("2015-10-01", ["m4.large"]), ("2016-11-15", ["m5.xlarge", "g5.xlarge"])):
+        folder = tmp_path / "data" / "ec2" / version
+        folder.mkdir(parents=True)
+        model = json.dumps({"shapes": {"InstanceType": {"type": "string", "enum": types}}}).encode()
+        if gzipped:
+            (folder / "service-2.json.gz").write_bytes(gzip.compress(model))
+        else:
+            (folder / "service-2.json").write_bytes(model)
+    assert instances.ec2_instance_types(tmp_path) == {"m5.xlarge", "g5.xlarge"}
+    assert instances.ec2_instance_types(tmp_path / "nothing") is None
+
+
+def test_the_shipped_dockerfile_warns_until_its_base_is_pinned_by_digest():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    pinned = re.search(r"^ARG RAY_BASE_DIGEST=sha256:[0-9a-f]{64}\s*$", dockerfile, re.M)
+    [warning] = dockerfile_warnings(dockerfile) if not pinned else [None]
+    assert pinned or ("not pinned by digest yet" in warning and "rayproject/ray:" in warning)
+    fixed = re.sub(r"^ARG RAY_BASE_DIGEST=.*$", "ARG RAY_BASE_DIGEST=sha256:" + "ab" * 32, dockerfile, flags=re.M)
+    assert dockerfile_warnings(fixed) == []
 
 
 def test_ssh_through_network_interfaces_counts_as_a_security_group():
@@ -264,6 +426,19 @@ def test_ssh_through_network_interfaces_counts_as_a_security_group():
 def test_s3_uri_forms(uri, problem):
     found = s3_uri_problem(uri)
     assert (found is None) if problem is None else (problem in found), found
+
+
+def test_spot_node_types_count_against_the_spot_quotas():
+    config = _filled()
+    _types(config)["gpu_1x"]["node_config"]["InstanceMarketOptions"] = {"MarketType": "spot"}
+    assert vcpu_needs(config) == {("Running On-Demand G and VT instances", "L-DB2E81BA"): (96, "g5.12xlarge", 48),
+                                  ("All G and VT Spot Instance Requests", "L-3819A6DF"): (8, "g5.xlarge", 4)}
+    _types(config)["gpu_8x"] = copy.deepcopy(_types(config)["gpu_1x"])
+    _types(config)["gpu_8x"]["node_config"]["InstanceType"] = "p4d.24xlarge"
+    _types(config)["gpu_8x"]["resources"] = {"CPU": 96, "GPU": 8}
+    _types(config)["gpu_8x"]["max_workers"] = 1
+    assert vcpu_needs(config)[("All P Spot Instance Requests", "L-7212CCBC")] == (96, "p4d.24xlarge", 96)
+    assert _check(config) == []
 
 
 def test_vcpu_needs_count_the_largest_cluster_against_each_quota():

@@ -275,7 +275,8 @@ def test_resume_before_first_trial(tmp_path):
 @pytest.mark.slow
 def test_two_node_cluster_with_fractional_gpus(tmp_path):
     """Head + worker node, 1 CPU and 1 logical GPU each; trials of 0.5 CPU + 0.5 GPU pack 2 per GPU (torch
-    sees no CUDA: the GPUs are Ray resources only), so the 4 trials run 2 on each node."""
+    sees no CUDA: the GPUs are Ray resources only, so the trials say device cpu; with auto a trial holding a GPU
+    share without CUDA refuses to start), so the 4 trials run 2 on each node."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -283,7 +284,7 @@ def test_two_node_cluster_with_fractional_gpus(tmp_path):
     from latune.sweep.spec import load_sweep
 
     spec = load_sweep(str(_write_sweep(tmp_path, {"la.delta": [0.0, 0.1], "seed": [0, 1]}, epochs=1,
-                                       resources={"cpu": 0.5, "gpu": 0.5})))
+                                       resources={"cpu": 0.5, "gpu": 0.5}, base={"device": "cpu"})))
     node_args = {"num_cpus": 1, "num_gpus": 1, "object_store_memory": 80 * 1024**2}
     cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False})
     try:

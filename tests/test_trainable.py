@@ -1,19 +1,25 @@
-"""The Ray Tune trainable with real Tune (in-process), and the resource planning of sweeps."""
+"""The Ray Tune trainable with real Tune (in-process), its fit to the trial's share (CUDA memory capped at the share
+less the CUDA context; a GPU share without CUDA refused, naming the node; torch.cuda and Tune's context faked, no
+Ray started), and the resource planning of sweeps."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from latune.config import ConfigError, from_flat
+from latune.sweep import trainable
 from latune.sweep.run import plan_resources
 from latune.sweep.spec import SweepSpec
+from latune.sweep.trainable import memory_fraction
 
 TINY = {"data.limit_train": 128, "optim.epochs": 3, "eval.max_images": 64, "eval.steps": 5, "attack.steps": 2,
         "device": "cpu", "la.transform_set": "geometric", "la.delta": 0.1}
@@ -142,3 +148,75 @@ def test_plan_resources(changes, cluster, expected):
 def test_plan_resources_rejects_what_cannot_fit(changes, cluster, message):
     with pytest.raises(ConfigError, match=message):
         plan_resources(replace(SPEC, **changes), cluster)
+
+
+# -- the trial's share of the machine -------------------------------------------------------------------------------
+GIB = 2**30
+
+
+@pytest.mark.parametrize("share, total, in_use, context", [
+    (0.25, 24 * GIB, int(0.45 * GIB), 0.45 * GIB),  # the first trial on the device: its own context, measured
+    (0.25, 24 * GIB, int(0.1 * GIB), 0.3 * GIB),  # less than any context measures: the smallest
+    (0.25, 24 * GIB, 12 * GIB, 1.0 * GIB),  # other trials' memory counted too: the largest context at most
+    (0.5, 80 * GIB, int(0.6 * GIB), 0.6 * GIB),
+])
+def test_memory_fraction_is_the_share_less_the_cuda_context(share, total, in_use, context):
+    assert memory_fraction(share, total, in_use) == pytest.approx(share - context / total)
+
+
+def test_four_capped_trials_and_their_contexts_fit_the_device():
+    total, context = 16 * GIB, int(0.6 * GIB)
+    assert 4 * (memory_fraction(0.25, total, context) * total + context) <= total
+
+
+def test_a_share_too_small_for_the_context_is_refused():
+    with pytest.raises(ConfigError, match=r"resources.gpu: a share of 0.05 of this 16.0 GB GPU leaves .* ask for at "
+                                          r"least 0.1 \(--gpu\)"):
+        memory_fraction(0.05, 16 * GIB, 1 * GIB)
+
+
+@pytest.fixture
+def fake_trial(monkeypatch):
+    """``fake_trial(gpu_share, cuda=True)``: Tune's context of a trial holding 1 CPU and ``gpu_share``, torch.cuda
+    of a 24 GB device with 0.5 GB in use (or no CUDA); returns what set_per_process_memory_fraction received."""
+    received: dict = {}
+
+    def make(share: float, cuda: bool = True) -> dict:
+        resources = SimpleNamespace(required_resources={"CPU": 1.0, "GPU": share})
+        context = SimpleNamespace(get_trial_resources=lambda: resources)
+        monkeypatch.setattr(trainable.tune, "get_context", lambda: context)
+        monkeypatch.setattr(trainable.ray, "get_runtime_context",
+                            lambda: SimpleNamespace(get_node_id=lambda: "node-abc123"))
+        monkeypatch.setattr(torch, "set_num_threads", lambda n: received.update(threads=n))
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(23.5 * GIB), 24 * GIB))
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=24 * GIB))
+        monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction",
+                            lambda fraction, device=None: received.update(fraction=fraction, device=device))
+        return received
+
+    return make
+
+
+def test_a_gpu_share_caps_torchs_memory_at_the_share_less_the_context(fake_trial):
+    received = fake_trial(0.25)
+    trainable._limit_to_trial_share("auto")
+    assert received == {"threads": 1, "fraction": pytest.approx(0.25 - 0.5 / 24), "device": 0}
+
+
+@pytest.mark.parametrize("share, device", [(1.0, "auto"), (2.0, "cuda"), (0.0, "auto"), (0.25, "cpu")])
+def test_whole_gpus_no_gpu_and_cpu_trials_are_not_capped(fake_trial, share, device):
+    received = fake_trial(share)
+    trainable._limit_to_trial_share(device)
+    assert received == {"threads": 1}
+
+
+def test_a_gpu_share_without_cuda_refuses_to_start_naming_the_node(fake_trial):
+    received = fake_trial(0.25, cuda=False)
+    with pytest.raises(RuntimeError, match="holds 0.25 GPU") as raised:
+        trainable._limit_to_trial_share("auto")
+    message = str(raised.value)
+    assert "node-abc123" in message and socket.gethostname() in message and "sees no CUDA" in message
+    assert "\n" not in message and "fraction" not in received
+    trainable._limit_to_trial_share("cpu")  # asked for the CPU: trains there, as told

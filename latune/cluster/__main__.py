@@ -1,4 +1,4 @@
-"""``python -m latune.cluster check|doctor``: entry point only; the command is latune.cli.cluster."""
+"""``python -m latune.cluster init|check|policy|doctor``: entry point only; the command is latune.cli.cluster."""
 
 from latune.cli.cluster import main
 

@@ -2,27 +2,34 @@
 the shared storage and the MLflow server. Run on a node (``ray exec cluster.yaml 'python -m latune.cluster doctor'``).
 
 Each check returns a Check: passed (ok True), failed (ok False, with the fix), or skipped (ok None: nothing to
-check, e.g. no storage URI given). torch, ray, mlflow and pyarrow are imported inside the checks that need them.
-The GPU checks can also run on a GPU worker, as a Ray task asking for a small share of a GPU, from the head
-(which has none): on_gpu_worker().
+check, e.g. no storage URI given); a check that raises is a failed Check too (guarded), never a traceback that
+hides the other rows. torch, ray, mlflow and pyarrow are imported inside the checks that need them. The GPU checks
+(nvidia-smi, torch's CUDA, the GPUs Ray offers) can also run on a GPU worker, as a Ray task asking for a small
+share of a GPU, from the head (which has none): on_gpu_worker().
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import re
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Check", "MIN_DRIVER", "gpu_check", "torch_cuda_check", "versions_check", "storage_check",
-           "mlflow_check", "node_checks", "on_gpu_worker"]
+from latune.cluster.autoscaler import BOOTSTRAP_CONFIG
+
+__all__ = ["Check", "MIN_DRIVER", "failure", "guarded", "gpu_check", "torch_cuda_check", "ray_resources_check",
+           "declared_gpus", "versions_check", "storage_check", "mlflow_check", "node_checks", "on_gpu_worker"]
 
 # The oldest Linux NVIDIA driver each CUDA major version runs on (NVIDIA's CUDA compatibility table; minor
 # version compatibility lets every 12.x and 13.x build run on the driver of its .0 release).
@@ -38,6 +45,21 @@ class Check:
     ok: bool | None  # True passed, False failed, None skipped
     detail: str  # what was found, one line
     fix: str = ""  # what to do when it failed
+
+
+def failure(name: str, err: BaseException) -> Check:
+    """The failed Check ``name`` for an exception a check raised: its type and message, on one line."""
+    return Check(name, False, f"{type(err).__name__}: {' '.join(str(err).split())[:300]}",
+                 "the check itself raised: the line above is its error; report it with this node's details")
+
+
+def guarded(name: str, check: Callable[..., Check], *args: Any) -> Check:
+    """``check(*args)``, or failure(name, the exception) when it raises: a doctor reports every row, and an
+    exception in one check (a bug, a node in a state nobody foresaw) is a finding."""
+    try:
+        return check(*args)
+    except Exception as err:  # noqa: BLE001 -- whatever a check raises becomes its row
+        return failure(name, err)
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -100,6 +122,84 @@ def torch_cuda_check(driver: str | None) -> Check:
                                      f"{torch.cuda.get_device_name(0)}; a matrix product on it is right")
 
 
+def ray_resources_check(declared: tuple[str, float] | None, listed: int,
+                        ray: tuple[float, float] | None) -> Check:
+    """The GPUs of this node three ways, which must agree: ``declared`` (node type, its resources.GPU in the cluster
+    file; None: not known here), ``listed`` by nvidia-smi (0 when it failed), and ``ray`` (the GPUs Ray offers on
+    this node, and in the whole cluster; None: Ray not reachable). Ray schedules trials by its count; a trial
+    sees only the GPUs the container was given."""
+    counts = {**({f"node type {declared[0]} declares": declared[1]} if declared else {}),
+              "nvidia-smi lists": float(listed), **({"Ray offers": ray[0]} if ray else {})}
+    detail = ", ".join(f"{what} {count:g}" for what, count in counts.items())
+    detail += f" (the cluster: {ray[1]:g})" if ray else ""
+    if declared is None and ray is None:
+        return Check("ray resources", None, f"{detail}; no node type and no Ray cluster to compare with (on the head: "
+                                            "RAY_ADDRESS, or --address)")
+    if len(set(counts.values())) > 1:
+        return Check("ray resources", False, f"GPUs disagree: {detail}",
+                     "resources.GPU of the node type must be the instance's GPU count (`python -m latune.cluster "
+                     "check`); nvidia-smi fewer than declared: the container lacks --gpus all "
+                     "(docker.worker_run_options) or the driver is broken (see gpu); Ray fewer: Ray started before "
+                     "the GPUs were visible: replace the node")
+    return Check("ray resources", True, detail)
+
+
+def declared_gpus(config: Mapping[str, Any]) -> dict[str, float]:
+    """Node type name -> resources.GPU declared for it in ``config`` (a cluster file, parsed)."""
+    types = config.get("available_node_types") or {}
+    return {str(name): float(((t or {}).get("resources") or {}).get("GPU", 0)) for name, t in types.items()}
+
+
+def _bootstrap_config() -> dict[str, Any] | None:
+    """The cluster file `ray up` left on the head (None elsewhere)."""
+    path = Path(BOOTSTRAP_CONFIG).expanduser()
+    if not path.is_file():
+        return None
+    import yaml
+
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _declared_here(types: Mapping[str, float] | None) -> tuple[str, float] | None:
+    """(this node's type, its declared GPUs): the type from RAY_NODE_TYPE_NAME (the autoscaler sets it for `ray
+    start`), the declared counts from ``types`` or, on the head, from the config `ray up` left there."""
+    name = os.environ.get("RAY_NODE_TYPE_NAME")
+    if types is None:
+        config = _bootstrap_config()
+        if config is None:
+            return None
+        types, name = declared_gpus(config), name or config.get("head_node_type")
+    return (name, types[name]) if name in types else None
+
+
+def _ray_gpus(address: str | None) -> tuple[float, float] | None:
+    """(GPUs Ray offers on this node, in the cluster), through the running Ray (inside a task) or a driver connected
+    to ``address``; None without either ("local" would start a Ray of its own: not a cluster to compare with)."""
+    ray: Any = sys.modules.get("ray")  # not imported: not in a Ray task, and no need to load it without an address
+    connected = ray is not None and ray.is_initialized()
+    if not connected:
+        if not address or address == "local":
+            return None
+        import ray
+
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        except ConnectionError:
+            return None
+    try:
+        here = ray.get_runtime_context().get_node_id()
+        node = next((n for n in ray.nodes() if n.get("NodeID") == here), {})
+        return float(node.get("Resources", {}).get("GPU", 0)), float(ray.cluster_resources().get("GPU", 0))
+    finally:
+        if not connected:
+            ray.shutdown()
+
+
+def _ray_resources_here(gpu: Check, types: Mapping[str, float] | None, address: str | None) -> Check:
+    match = re.match(r"(\d+) x ", gpu.detail) if gpu.ok else None
+    return ray_resources_check(_declared_here(types), int(match.group(1)) if match else 0, _ray_gpus(address))
+
+
 def _lock_file() -> Path | None:
     import latune
 
@@ -134,8 +234,8 @@ def versions_check(lock: Path | None = None) -> Check:
     if wrong:
         return Check("versions", False, f"{found}; {len(wrong)} of {len(pins)} pins of {lock.name} differ: "
                                         f"{', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}",
-                     "run the image built from this checkout's Dockerfile (README: build and push, then its tag in "
-                     "cluster.yaml); on your machine: pip install -c constraints.txt -e '.[test]'")
+                     "run the image built from this checkout's Dockerfile (docs/cluster.md: build and push, then its "
+                     "tag in cluster.yaml); on your machine: pip install -c constraints.txt -e '.[test]'")
     return Check("versions", True, f"{found}; all {len(pins)} pins of {lock.name} installed")
 
 
@@ -164,7 +264,7 @@ def storage_check(uri: str | None) -> Check:
         s3 = uri.startswith("s3://")
         return Check("storage", False, f"{uri}: {' '.join(str(err).split())[:300]}",
                      "the bucket must exist (aws s3 mb) and the node's instance profile allow s3:ListBucket on it and "
-                     "s3:GetObject/PutObject/DeleteObject on its objects (README policy)" if s3 else
+                     "s3:GetObject/PutObject/DeleteObject on its objects (docs/cluster.md policy)" if s3 else
                      "the folder must exist and be writable by this user")
     if back != payload:
         return Check("storage", False, f"{uri}: read back {len(back)} bytes, not the {len(payload)} written",
@@ -215,20 +315,23 @@ def mlflow_check(uri: str | None) -> Check:
     return Check("mlflow", True, f"{uri}: {detail}")
 
 
-def node_checks(storage: str | None, gpu: bool = True) -> list[Check]:
-    """The checks of this node: GPU and torch's CUDA (skipped when ``gpu`` is False), versions, storage."""
+def node_checks(storage: str | None, gpu: bool = True, types: Mapping[str, float] | None = None,
+                address: str | None = None) -> list[Check]:
+    """The checks of this node: GPU, torch's CUDA and the GPUs Ray offers (skipped when ``gpu`` is False; ``types``:
+    declared_gpus() of the cluster file, default the head's copy; ``address``: the Ray cluster), versions, storage."""
     if gpu:
-        found = gpu_check()
-        checks = [found, torch_cuda_check(_driver(found))]
+        found = guarded("gpu", gpu_check)
+        checks = [found, guarded("torch cuda", torch_cuda_check, _driver(found)),
+                  guarded("ray resources", _ray_resources_here, found, types, address)]
     else:
         checks = [Check("gpu", None, "not checked here (--gpu none)"), Check("torch cuda", None, "not checked here")]
-    return [*checks, versions_check(), storage_check(storage)]
+    return [*checks, guarded("versions", versions_check), guarded("storage", storage_check, storage)]
 
 
-def _worker_task(storage: str | None) -> tuple[str, list[Check]]:
+def _worker_task(storage: str | None, types: Mapping[str, float] | None) -> tuple[str, list[Check]]:
     import ray
 
-    return ray.util.get_node_ip_address(), node_checks(storage)
+    return ray.util.get_node_ip_address(), node_checks(storage, types=types)
 
 
 def on_gpu_worker(storage: str | None, address: str, wait: float, gpu_share: float = 0.01) -> list[Check]:
@@ -237,12 +340,19 @@ def on_gpu_worker(storage: str | None, address: str, wait: float, gpu_share: flo
     when no worker took the task within ``wait`` seconds."""
     import ray
 
+    config = _bootstrap_config()  # on the head: what each node type declares, for the worker to compare with
     ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     try:
         task = ray.remote(num_cpus=0, num_gpus=gpu_share, max_retries=0)(_worker_task)
-        ref = task.remote(storage)
+        ref = task.remote(storage, declared_gpus(config) if config is not None else None)
         try:
             node, checks = ray.get(ref, timeout=wait)
+        except ray.exceptions.RayTaskError as err:  # the task itself failed (each check is guarded inside it)
+            cause = getattr(err, "cause", None) or err  # the task's own exception, without Ray's remote traceback
+            return [Check("gpu worker", False, f"the checks' task failed: {type(cause).__name__}: "
+                                               f"{' '.join(str(cause).split())[:300]}",
+                          "the task's error is above; run `python -m latune.cluster doctor` on the worker itself "
+                          "(ray attach, then ssh to its IP) to see more")]
         except ray.exceptions.GetTimeoutError:
             ray.cancel(ref, force=True)
             return [Check("gpu worker", False, f"no GPU worker ran the checks within {wait:g} s",

@@ -5,7 +5,7 @@ Optuna's defaults suit hundreds of trials; latune's sweeps run tens. ``NSGAIISam
 only when parents are chosen, never steer anything. Here every model-based sampler starts modelling after a
 quarter of the trials (at least 4, at most Optuna's 10), and NSGA-II's population is a quarter of the trials,
 so a sweep sees four generations. ``benchmarks/replay_search.py`` compares them on the recorded benchmark, with
-this very function, and README says which won at which budget.
+this very function, and docs/search.md says which won at which budget.
 
 Constraints reach the samplers through ``Trial.set_constraint`` (Optuna >= 5), or, on Optuna 4, through
 ``constraints_func`` (latune.sweep.optuna_search passes one).

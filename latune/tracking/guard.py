@@ -4,17 +4,21 @@ A live sweep must never stall or stop on MLflow: its requests get short timeouts
 failure prints one warning, MLflow is then left alone for a minute, and the next attempt catches up on
 everything (the tracker is idempotent). A backfill (latune.sync) is strict: errors raise, and MLflow's own
 timeouts and retries apply.
+
+Only outages are forgiven (outage_errors: MLflow's, the network's, the OS's and the database's errors). Anything
+else is a bug in latune's bookkeeping and propagates: read as "MLflow down", it would hide behind a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator
 
-__all__ = ["MlflowGuard"]
+__all__ = ["MlflowGuard", "outage_errors", "is_outage"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +26,39 @@ _REQUEST_TIMEOUT_S = 5  # per HTTP request of a live sweep: a dead server costs 
 _RETRY_AFTER_S = 60.0  # after a failure, a live sweep leaves MLflow alone this long before catching up
 
 
+@functools.cache
+def outage_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean MLflow cannot be reached or cannot write now, not that latune is wrong: MLflow's own
+    (MlflowException: its REST client raises it for refused connections after its retries and for HTTP errors),
+    requests' (RequestException), the OS's (OSError: ConnectionError, TimeoutError, socket and disk errors of a
+    local store) and SQLAlchemy's OperationalError (a sqlite store locked or gone). Imported when first asked for:
+    importing latune loads no MLflow."""
+    from mlflow.exceptions import MlflowException
+
+    found: list[type[BaseException]] = [MlflowException, OSError]
+    try:
+        from requests.exceptions import RequestException
+
+        found.append(RequestException)
+    except ImportError:  # MLflow's REST client needs requests; a file store does not
+        pass
+    try:
+        from sqlalchemy.exc import OperationalError
+
+        found.append(OperationalError)
+    except ImportError:  # only MLflow's database stores need SQLAlchemy
+        pass
+    return tuple(found)
+
+
+def is_outage(err: BaseException) -> bool:
+    """Whether ``err`` is one of outage_errors()."""
+    return isinstance(err, outage_errors())
+
+
 class MlflowGuard:
-    """Runs MLflow work under the policy above; ``strict`` (latune.sync) lets errors through."""
+    """Runs MLflow work under the policy above; ``strict`` (latune.sync) lets every error through, a live sweep
+    only what is not an outage."""
 
     def __init__(self, tracking_uri: str, *, strict: bool) -> None:
         self.tracking_uri = tracking_uri
@@ -52,7 +87,7 @@ class MlflowGuard:
     def run(self, work: Callable[[], None], *, force: bool, on_failure: Callable[[], None]) -> bool:
         """Do ``work``; False when MLflow failed (then ``on_failure()``: forget what MLflow was thought to hold,
         since a request may have failed after the server applied it) or is being left alone after a failure
-        (unless ``force``)."""
+        (unless ``force``). An exception that is not an outage (is_outage) propagates."""
         if self.strict:
             with self.client_env():
                 work()
@@ -62,7 +97,7 @@ class MlflowGuard:
         try:
             with self.client_env():
                 work()
-        except Exception as err:  # noqa: BLE001 - whatever MLflow raises, training goes on
+        except outage_errors() as err:  # an outage: training goes on; anything else is a bug, and propagates
             on_failure()
             if self._down_since is None:
                 text = " ".join(str(err).split())[:300]

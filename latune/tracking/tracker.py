@@ -1,6 +1,6 @@
 """A sweep in MLflow: one parent run per sweep, one nested child run per trial, written by one process.
 
-Layout (README, section MLflow):
+Layout (docs/mlflow.md):
 
 - experiment: the sweep's name (configurable). Parent run: named after Tune's experiment folder, tags
   ``latune.role=sweep`` and ``latune.experiment_path``; params ``objective.<metric>``, ``search.*``,
@@ -64,8 +64,9 @@ class SweepTracker:
     """Brings MLflow up to date with a sweep's trials; layout in the module docstring.
 
     ``update(records)`` after each event, ``close()`` at the end. ``strict=False`` (the live sweep): no
-    MLflow error ever escapes; requests time out after a few seconds without retries; the first failure
-    prints one warning, MLflow is left alone for a minute, then everything not yet logged is caught up.
+    MLflow outage ever escapes (a bug does: latune.tracking.guard); requests time out after a few seconds
+    without retries; the first failure prints one warning, MLflow is left alone for a minute, then everything
+    not yet logged is caught up.
     ``strict=True`` (latune.sync): errors raise, MLflow's own timeouts and retries apply.
     """
 
