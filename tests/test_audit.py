@@ -233,6 +233,13 @@ def test_missing_targets_are_exit_2(tmp_path, capsys):
     assert "sweep folder without results.parquet" in capsys.readouterr().err
 
 
+def test_without_torchattacks_the_audit_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # what importlib finds when it is not installed
+    assert main([str(tmp_path / "model.pt")]) == 2
+    assert capsys.readouterr().err == ("error: the audit's attacks need torchattacks, which is not installed: "
+                                       "pip install 'latune[test]' (or pip install torchattacks)\n")
+
+
 def _tune_layout(root, trained):
     """A sweep folder as Tune and latune.sweep lay it out (checked against a real sweep): results.parquet,
     trial folders {trainable}_{trial_id}_{index}_{tag}_{date}/checkpoint_NNNNNN/state.pt."""

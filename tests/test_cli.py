@@ -62,16 +62,19 @@ def test_help_lists_every_config_key():
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--set", "attack.eps=-1"], "error: attack.eps: must be in [0, 1]"),
-    (["--set", "la.delta=1"], "error: la.delta: must be in [0, 1)"),
-    (["--set", "attack.epz=0.1"], "error: unknown config key 'attack.epz'"),
-    (["--data", "imagenet"], "error: data.name: unknown value 'imagenet'; allowed: digits"),
-    (["--set", "la.transform_set=nope"], "error: la.transform_set: unknown set 'nope'"),
+    # each error led by the flag that caused it
+    (["--set", "attack.eps=-1"], "error: --set attack.eps=-1: attack.eps: must be in [0, 1]"),
+    (["--set", "la.delta=1"], "error: --set la.delta=1: la.delta: must be in [0, 1)"),
+    (["--set", "attack.epz=0.1"], "error: --set attack.epz=0.1: unknown config key 'attack.epz'"),
+    (["--data", "imagenet"], "error: --data imagenet: data.name: unknown value 'imagenet'; allowed: digits"),
+    (["--set", "la.transform_set=nope"], "error: --set la.transform_set=nope: la.transform_set: unknown set 'nope'"),
     (["--set", "novalue"], "error: --set: expected key=value"),
-    (["--corruptions", "rain"], "error: eval.corruptions: unknown 'rain'; allowed: none, all, noise"),
-    (["--corruptions-dir", "/tmp"], "error: eval.corruptions_dir: must be none unless data.name is cifar10"),
+    (["--corruptions", "rain"], "error: --corruptions rain: eval.corruptions: unknown 'rain'; allowed: none, all"),
+    (["--corruptions-dir", "/tmp"], "error: --corruptions-dir /tmp: eval.corruptions_dir: must be none unless "
+                                    "data.name is cifar10"),
     (["--corruptions", "all", "--set", "eval.corruption_baseline=/no/metrics.json"],
-     "error: eval.corruption_baseline: cannot read final metrics from '/no/metrics.json'"),
+     "error: --set eval.corruption_baseline=/no/metrics.json: eval.corruption_baseline: cannot read final metrics "
+     "from '/no/metrics.json'"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragment):
     out = tmp_path / "out"
@@ -98,5 +101,6 @@ def test_a_device_this_machine_lacks_is_one_line_exit_2(tmp_path, device):
     result = _cli("--set", f"device={device}", "--out", str(out))
     assert result.returncode == 2, result.stderr
     message = result.stderr.strip()
-    assert message.startswith(f"error: device: '{device}' ") and "allowed here: auto, cpu" in message, message
+    assert message.startswith(f"error: --set device={device}: device: '{device}' "), message  # led by its flag
+    assert "allowed here: auto, cpu" in message, message
     assert message.count("\n") == 0 and not out.exists()

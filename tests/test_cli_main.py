@@ -1,5 +1,6 @@
 """The ``latune`` console script (latune.cli.main, ``python -m latune``), the config flags every command shares
-(latune.cli.common), and the public API (latune/__init__.py)."""
+(latune.cli.common), the public API (latune/__init__.py), and what every command has alike: ``latune X`` in its
+usage, examples in its --help, exit status 2 for bad input."""
 
 from __future__ import annotations
 
@@ -121,6 +122,27 @@ def test_a_command_takes_only_the_config_flags_it_names(monkeypatch):
         common.add_config_arguments(argparse.ArgumentParser(), colour="red")
 
 
+def test_a_config_error_is_blamed_on_the_flag_that_set_the_first_key_it_names():
+    args = argparse.Namespace(data="mnist", overrides=["optim.momentum=0", "la.m=9"], corruptions=None,
+                              corruptions_dir=None, data_dir=None)
+    sources = common.flag_sources(args)
+    assert sources == {"data.name": "--data mnist", "optim.momentum": "--set optim.momentum=0", "la.m": "--set la.m=9"}
+    blame = common.blame_command_line
+    assert str(blame("la.m: must be in 1..5, got 9", sources)) == "--set la.m=9: la.m: must be in 1..5, got 9"
+    assert str(blame("optim.nesterov: false when optim.momentum is 0", sources)).startswith("--set optim.momentum=0:")
+    assert str(blame("la.mm: no", sources)) == "--data mnist --set optim.momentum=0 --set la.m=9: la.mm: no"
+    assert str(blame("x: y", {})) == "x: y"
+
+
+def test_a_local_mlflow_store_that_is_not_there_is_named(tmp_path):
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    assert common.missing_local_store(f"sqlite:///{tmp_path}/mlflow.db") is None
+    assert common.missing_local_store(f"sqlite:///{tmp_path}/none.db?mode=ro") == f"{tmp_path}/none.db"
+    assert common.missing_local_store(f"file://{tmp_path}/mlruns") == f"{tmp_path}/mlruns"
+    assert common.missing_local_store("http://mlflow:5000") is None
+    assert common.missing_local_store("sqlite:///:memory:") is None
+
+
 @pytest.mark.parametrize("command, argv", [("train", []), ("sweep", ["delta_eps_grid"]), ("audit", ["model.pt"])])
 def test_every_command_with_config_flags_builds_its_overrides_with_config_overrides(command, argv, monkeypatch,
                                                                                     capsys):
@@ -168,3 +190,91 @@ def test_import_latune_loads_no_torch_and_python_m_latune_train_keeps_the_functi
     lines = done.stdout.splitlines()
     assert lines[0] == "False", "import latune imported torch"
     assert lines[-1] == "True", "after python -m latune.train, latune.train is not the training function"
+
+
+def test_importing_a_submodule_never_shadows_an_exported_function():
+    code = ("import latune.train\nimport latune\nfrom latune.core.train import train\n"
+            "import latune.train as shim\nprint(latune.train is train, shim is train, latune.SweepSpec.__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True", "SweepSpec"]
+    latune.something_else = 1  # the guard refuses only a submodule taking an exported name
+    assert latune.something_else == 1
+    del latune.something_else
+
+
+def test_the_sweep_types_are_exported_and_every_public_name_has_a_docstring():
+    import inspect
+
+    from latune.sweep.run import SweepOutcome
+    from latune.sweep.spec import SweepSpec
+
+    assert latune.SweepSpec is SweepSpec and latune.SweepOutcome is SweepOutcome
+    assert {"SweepSpec", "SweepOutcome"} <= set(latune.__all__)
+    undocumented = []
+    for name in set(latune.__all__) - {"__version__"}:
+        value = getattr(latune, name)
+        doc = inspect.getdoc(value) or ""
+        if not doc or doc.startswith(f"{name}("):  # a dataclass without one gets its signature as __doc__
+            undocumented.append(name)
+    # Config's docstring belongs in latune/config.py (being edited elsewhere); it is the one known gap
+    assert sorted(undocumented) in ([], ["Config"]), f"public names without a docstring: {sorted(undocumented)}"
+
+
+def test_latune_ships_its_type_hints():
+    tomllib = pytest.importorskip("tomllib")
+    assert (REPO / "latune" / "py.typed").is_file()
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "py.typed" in package_data["latune"]
+
+
+# --------------------------------------------------------------------------- one CLI: usage, examples, exit 2
+
+class _Built(Exception):
+    """Raised instead of parsing: the parser a command's main() built."""
+
+
+def _parser_of(module_name, monkeypatch):
+    module = importlib.import_module(module_name)
+    if hasattr(module, "_parser"):
+        return module._parser()
+    built = []
+
+    def capture(self, *args, **kwargs):
+        built.append(self)
+        raise _Built
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    with pytest.raises(_Built):
+        module.main([])
+    return built[0]
+
+
+@pytest.mark.parametrize("command", list(cli_main.COMMANDS))
+def test_every_command_says_latune_x_in_its_usage_and_shows_examples(command, monkeypatch):
+    parser = _parser_of(cli_main.COMMANDS[command][0], monkeypatch)
+    shown = parser.format_help()
+    assert shown.startswith(f"usage: latune {command} "), shown[:200]
+    examples = shown.split("\nexamples:\n", 1)[1].split("\n\n")[0].splitlines()
+    assert 2 <= len(examples) <= 4 and all(e.startswith(f"  latune {command} ") for e in examples), examples
+    assert "``" not in shown, "reStructuredText in --help"
+
+
+def test_latune_help_shows_examples_and_the_exit_status_rule(capsys):
+    assert cli_main.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "\nexamples:\n  latune sweep " in out and "exit status 2" in out
+
+
+@pytest.mark.parametrize("command, argv", [
+    ("sweep", ["--cpu", "0", "delta_eps_grid"]), ("train", ["--set", "la.delta=2"]),
+    ("audit", ["model.pt", "--split", "train"]), ("report", ["no-such-sweep"]),
+    ("sync", ["no-such-folder"]), ("pareto", ["no-such-sweep"]),
+])
+def test_bad_input_is_exit_2_in_every_command(command, argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert importlib.import_module(f"latune.cli.{command}").main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []

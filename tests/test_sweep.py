@@ -92,6 +92,12 @@ def test_grid_sweep_writes_one_row_per_trial_with_pareto_ranks(tmp_path, sweep_c
     for trial_id in table["trial_id"]:
         assert any(line.startswith(trial_id) for line in stdout_rows) == (trial_id in set(front["trial_id"]))
     assert not (experiment / "optuna.db").exists()  # grid search: no study
+    # the front files beside results.parquet, without MLflow (--no-mlflow), and where to look at them
+    files = [experiment / name for name in ("front.csv", "front.png", "front.html")]
+    assert all(f.is_file() and f.stat().st_size for f in files), sorted(p.name for p in experiment.iterdir())
+    assert set(pd.read_csv(files[0])["trial_id"]) == set(front["trial_id"])
+    assert f"front: {', '.join(map(str, files))}" in result.stdout
+    assert "mlflow ui" not in result.stdout and "optuna-dashboard" not in result.stdout
 
 
 @pytest.mark.slow
@@ -105,6 +111,7 @@ def test_optuna_multi_objective_sweep_persists_a_complete_study(tmp_path, sweep_
     assert "Pareto front (" in result.stdout and "trials: 3 terminated" in result.stdout
 
     experiment = _experiment(tmp_path, "tiny_optuna")
+    assert f"optuna-dashboard sqlite:///{experiment / 'optuna.db'}" in result.stdout
     table = _table(experiment)
     assert len(table) == 3 and (table["status"] == "TERMINATED").all()
     assert table["la.delta"].between(0.0, 0.3).all() and set(table["attack.eps"]) <= {0.0, 0.1}
@@ -244,3 +251,16 @@ def testerror_line_names_the_trials_own_exception_not_rays_wrapper():
     wrapped = wrapped.as_instanceof_cause()  # what Tune hands back: RayTaskError(FloatingPointError)
     assert error_line(wrapped) == "FloatingPointError: training loss is nan at epoch 2; lower optim.lr"
     assert error_line(RuntimeError("\x1b[31mboom\x1b[0m")) == "RuntimeError: boom"
+
+
+def test_resume_under_a_name_that_has_no_folder_is_refused_from_python_too(tmp_path):
+    """The Python API refuses a misspelt --name like the command line does, before Ray starts or a folder is made."""
+    from latune.errors import UserError
+    from latune.sweep.run import run_sweep
+
+    spec = parse_sweep({"space": {"la.delta": [0.0, 0.1]}})
+    with pytest.raises(UserError, match=r"^--resume: no experiment folder 'typo' under "):
+        run_sweep(spec, storage=str(tmp_path / "runs"), name="typo", resume=True, mlflow=False)
+    assert not (tmp_path / "runs").exists()
+    import ray
+    assert not ray.is_initialized()

@@ -269,10 +269,10 @@ def test_cli_main_exits_2_with_one_error_line_and_writes_nothing(name, tmp_path,
 
 @pytest.mark.parametrize("args, fragment", [
     (["--cpu", "0"], "--cpu: must be > 0"),
-    (["--gpu", "-1"], "--gpu: must be >= 0"),
-    (["--gpu", "lots"], "--gpu: must be auto or a number"),
+    (["--gpu", "-1"], "--gpu: must be auto, a fraction in [0, 1] or a whole number of GPUs, got '-1'"),
+    (["--gpu", "lots"], "--gpu: must be auto, a fraction in [0, 1] or a whole number of GPUs, got 'lots'"),
     (["--num-samples", "0"], "--num-samples: must be >= 1"),
-    (["--set", "la.delta=2"], "la.delta: must be in [0, 1), got 2.0"),
+    (["--set", "la.delta=2"], "error: --set la.delta=2: la.delta: must be in [0, 1), got 2.0"),
     (["--set", "nokey"], "--set: expected key=value"),
     (["--data", "imagenet"], "data: unknown data set 'imagenet'"),
 ])

@@ -127,3 +127,40 @@ def test_cli_backfills_and_reports_bad_folders_in_one_line(tmp_path, store, caps
     assert main([str(tmp_path), "--tracking-uri", store]) == 2  # not a sweep folder
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "latune_sweep.json" in error
+
+
+class _Tracker:
+    """What the CLI prints of latune.tracking.sync.sync's tracker."""
+
+    stats = {"runs_created": 1, "epochs_logged": 2}
+    experiment, tracking_uri, parent_run_id = "e", "sqlite:///x.db", "p"
+
+    def table(self):
+        return [1]
+
+
+@pytest.mark.parametrize("flags, logged, warned", [([], False, False), (["--mlflow-checkpoints"], True, False),
+                                                   (["--checkpoints"], True, True)])
+def test_the_checkpoint_flag_is_named_as_in_latune_sweep_and_the_old_name_still_works(flags, logged, warned,
+                                                                                       monkeypatch, capsys):
+    import latune.cli.sync as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "sync", lambda folder, **kwargs: seen.update(kwargs) or _Tracker())
+    assert main(["runs/x", *flags]) == 0
+    assert seen["log_checkpoints"] is logged
+    err = capsys.readouterr().err
+    assert ("--checkpoints is deprecated; use --mlflow-checkpoints" in err) is warned
+
+
+def test_an_mlflow_error_is_exit_2_like_every_bad_input(monkeypatch, capsys):
+    import mlflow.exceptions
+
+    import latune.cli.sync as cli
+
+    def fail(folder, **kwargs):
+        raise mlflow.exceptions.MlflowException("bad\nstore")
+
+    monkeypatch.setattr(cli, "sync", fail)
+    assert main(["runs/x", "--tracking-uri", "nope://x"]) == 2
+    assert capsys.readouterr().err == "error: MLflow: bad store\n"

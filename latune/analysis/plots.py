@@ -1,16 +1,17 @@
-"""Figures for MLflow artifacts: class-wise errors of a trial, and the Pareto front of a sweep.
+"""Figures of a sweep: class-wise errors of a trial, and the Pareto front (MLflow artifacts, and the front files
+beside results.parquet, latune.analysis.front_files).
 
 Matplotlib figures are built on ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no global
-backend, no display needed); the interactive front is plotly HTML with plotly.js embedded, because the
-MLflow UI may be offline. Tables are the sweep tables of ``latune.results`` (one row per trial,
-objective columns, ``pareto_rank`` with 0 = front).
+backend, no display needed); the interactive front is plotly HTML, with plotly.js embedded for MLflow (its UI
+may be offline) or loaded from plotly's CDN. Tables are the sweep tables of ``latune.analysis.results`` (one
+row per trial, objective columns, ``pareto_rank`` with 0 = front).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal
 
 import pandas as pd
 
@@ -84,9 +85,11 @@ def pairwise_figure(table: pd.DataFrame, objectives: Mapping[str, str]) -> Any:
     return figure
 
 
-def front_html(table: pd.DataFrame, objectives: Mapping[str, str], hover: Sequence[str]) -> str:
-    """A standalone HTML page (plotly.js embedded, works offline): the trials in objective space, 3-D for
-    three or more objectives (the first three), 2-D for two, the front in red; hover shows ``hover`` columns."""
+def front_html(table: pd.DataFrame, objectives: Mapping[str, str], hover: Sequence[str],
+               plotlyjs: Literal["inline", "cdn"] = "inline") -> str:
+    """A standalone HTML page: the trials in objective space, 3-D for three or more objectives (the first three),
+    2-D for two, the front in red; hover shows ``hover`` columns. ``plotlyjs``: ``inline`` embeds plotly.js
+    (about 3.5 MB; opens offline), ``cdn`` loads it from cdn.plot.ly when the page opens (a few kB)."""
     import plotly.graph_objects as go
 
     names = list(objectives)[:3]
@@ -110,9 +113,9 @@ def front_html(table: pd.DataFrame, objectives: Mapping[str, str], hover: Sequen
         figure.update_layout(xaxis_title=titles[0], yaxis_title=titles[-1])
     figure.update_layout(title=f"Pareto front: {int((table['pareto_rank'] == 0).sum())} of {len(table)} "
                                "finished trials", height=700)
-    return figure.to_html(include_plotlyjs=True, full_html=True)
+    return figure.to_html(include_plotlyjs=True if plotlyjs == "inline" else "cdn", full_html=True)
 
 
-def save(figure: Any, path: str | Path) -> None:
-    """Write a matplotlib figure as PNG."""
-    figure.savefig(path, dpi=110)
+def save(figure: Any, path: str | Path | IO[bytes]) -> None:
+    """Write a matplotlib figure as PNG, to a path or a binary file object."""
+    figure.savefig(path, dpi=110, format="png")

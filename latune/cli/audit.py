@@ -1,4 +1,4 @@
-"""The audit CLI, ``python -m latune.audit TARGET [--attack pgd40,apgd-ce,autoattack]``: finds what to audit
+"""The audit CLI, ``latune audit TARGET [--attack pgd40,apgd-ce,autoattack]``: finds what to audit
 (a model.pt, a Tune trial checkpoint, or a sweep's Pareto-front trials; latune.analysis.checkpoints), rebuilds
 the models with their runs' data split, runs latune.core.audit on them, prints a table and the warnings, and
 logs the figures to the sweep's MLflow runs (latune.tracking.audit_log).
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from latune.cli.common import add_config_arguments, config_overrides, guarded, write_json_atomic
+from latune.cli.common import add_config_arguments, config_overrides, examples, guarded, write_json_atomic
 from latune.config import parse_number
 from latune.registry import AUDIT_ATTACKS as ATTACKS
 from latune.registry import DEFAULT_AUDIT_ATTACKS as DEFAULT_ATTACKS
@@ -36,7 +36,13 @@ warnings are printed and in the JSON); 2 = bad command line, missing target or d
 
 checks: possible gradient masking (apgd-ce/autoattack more than --masking-gap below pgd40), zero input
 gradients, accuracy on attacked images above clean accuracy, probability outputs, attack outside the
-eps-ball. pgd40 steps by eps/4 (latune's eval.alpha default); --steps overrides every attack's iterations."""
+eps-ball. pgd40 steps by eps/4 (latune's eval.alpha default); --steps overrides every attack's iterations.
+
+""" + examples(
+    "latune audit runs/one/model.pt                      # a latune train model: pgd40, apgd-ce",
+    "latune audit runs/pareto-cifar10-20260101-120000 --attack autoattack --out audit.json   # the front",
+    "latune audit runs/one/model.pt --attack pgd40 --steps 5 --max-images 100   # a smoke test")
+_INSTALL = "pip install 'latune[test]' (or pip install torchattacks)"
 
 
 def _number(flag: str, raw: str | None, low: float, high: float) -> float | None:
@@ -52,11 +58,11 @@ def _number(flag: str, raw: str | None, low: float, high: float) -> float | None
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m latune.audit", epilog=_EPILOG,
+    parser = argparse.ArgumentParser(prog="latune audit", epilog=_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Audit models with stronger attacks (torchattacks) and check "
                                                  "for gradient masking.")
-    parser.add_argument("target", metavar="TARGET", help="model.pt (python -m latune.train), a Tune checkpoint "
+    parser.add_argument("target", metavar="TARGET", help="model.pt (latune train), a Tune checkpoint "
                         "or trial folder (state.pt), or a sweep folder (audits its Pareto front)")
     parser.add_argument("--attack", action="append", default=[], metavar="NAME[,NAME]",
                         help=f"{', '.join(ATTACKS)}; repeatable (default {','.join(DEFAULT_ATTACKS)})")
@@ -92,6 +98,10 @@ class _Plan:
 
 def _plan(args: argparse.Namespace) -> _Plan:
     """Check the command line before any model is loaded; raises UserError."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchattacks") is None:  # the attacks' implementation, an optional dependency
+        raise UserError(f"the audit's attacks need torchattacks, which is not installed: {_INSTALL}")
     names = list(dict.fromkeys(n.strip() for raw in args.attack or [",".join(DEFAULT_ATTACKS)]
                                for n in raw.split(",") if n.strip()))
     unknown = [n for n in names if n not in ATTACKS] or ([] if names else [""])
@@ -131,6 +141,8 @@ def _audit_target(target: Target, args: argparse.Namespace, plan: _Plan, cache: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``latune audit TARGET [flags]``: audit and print the table; exit status 0, 3 (a check fired) or 2 (bad
+    input, torchattacks missing)."""
     args = _parser().parse_args(argv)
 
     def run() -> int:

@@ -1,24 +1,29 @@
 """Command-line plumbing shared by latune's commands: the config flags and the overrides they make,
---set parsing, the config keys for --help, and one-line errors.
+--set parsing, the config keys and examples for --help, errors blamed on the flag that caused them, and one-line
+errors.
 
-User errors (bad config values, missing data) print as one line on stderr and exit with status 2,
-without a traceback, before anything is written.
+User errors (bad config values, missing data, a bad flag) print as one line on stderr and exit with status 2,
+without a traceback, before anything is written: every latune command uses status 2 for bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from latune.config import describe_keys
 from latune.errors import ConfigError, DataError, UserError
 from latune.files import write_json_atomic  # re-exported: the commands write their JSON with it
 
-__all__ = ["UserError", "add_config_arguments", "config_overrides", "parse_overrides", "keys_help", "guarded",
-           "write_json_atomic"]
+__all__ = ["UserError", "add_config_arguments", "config_overrides", "parse_overrides", "keys_help", "examples",
+           "flag_sources", "blame_command_line", "missing_local_store", "guarded", "write_json_atomic",
+           "EXIT_BAD_INPUT"]
+
+EXIT_BAD_INPUT = 2  # every command's exit status for a bad command line, config value, path or missing data
 
 # the flags that set config keys, by argparse dest: (flag, add_argument options without help, default help)
 _CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -92,13 +97,54 @@ def keys_help() -> str:
     return "\n".join(lines)
 
 
+def examples(*lines: str) -> str:
+    """An epilog block of example command lines (the parser needs RawDescriptionHelpFormatter to keep it)."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def flag_sources(args: argparse.Namespace) -> dict[str, str]:
+    """Config key -> the command-line words that set it (``--set la.delta=2``, ``--data mnist``), for the flags
+    of add_config_arguments."""
+    given = vars(args)
+    sources: dict[str, str] = {}
+    for dest, key in (("data", "data.name"), ("corruptions", "eval.corruptions"),
+                      ("corruptions_dir", "eval.corruptions_dir"), ("data_dir", "data.data_dir")):
+        if given.get(dest):
+            sources[key] = f"{_CONFIG_FLAGS[dest][0]} {given[dest]}"
+    for pair in given.get("overrides") or []:
+        sources[pair.partition("=")[0].strip()] = f"--set {pair}"
+    return sources
+
+
+def blame_command_line(message: str, sources: Mapping[str, str]) -> UserError:
+    """A config error the command line caused, as one line led by the flag that set the first key the message
+    names (``--set la.delta=2: la.delta: must be in [0, 1), got 2.0``), else by every config flag given: the
+    user fixes the command line, not the sweep file or the recorded config the values went into."""
+    named = [(match.start(), flag) for key, flag in sources.items()
+             for match in [re.search(rf"(?<![\w.]){re.escape(key)}(?![\w.])", message)] if match]
+    culprit = min(named)[1] if named else " ".join(sources.values())
+    return UserError(f"{culprit}: {message}" if culprit else message)
+
+
+def missing_local_store(tracking_uri: str) -> str | None:
+    """The path of a local MLflow store (``sqlite:///PATH``, ``file://PATH``) that does not exist, else None.
+    Reading from it would create it: a command that only reads refuses instead, leaving no file behind."""
+    if tracking_uri.startswith("sqlite:///"):
+        path = tracking_uri[len("sqlite:///"):].partition("?")[0]
+        return None if path in ("", ":memory:") or os.path.exists(path) else path
+    if tracking_uri.startswith("file:"):
+        path = tracking_uri[len("file://"):] if tracking_uri.startswith("file://") else tracking_uri[5:]
+        return None if os.path.exists(path) else path
+    return None
+
+
 def guarded(main: Callable[[], int]) -> int:
     """Run ``main``; user errors become one stderr line and exit status 2."""
     try:
         return main()
     except (ConfigError, DataError, UserError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,4 +1,4 @@
-"""``python -m latune.sweep``'s early-stopping flags and the lines it prints about rungs and constraints.
+"""``latune sweep``'s early-stopping flags and the lines it prints about rungs and constraints.
 
 ``--early-stopping`` turns the scheduler on with the sweep file's settings, or without them the defaults
 (``grace_epochs: auto`` = a tenth of the budget, ``reduction_factor: 3``; latune.sweep.rungs); with a value

@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("latune.cli.audit", "audit a model or a sweep's Pareto front with stronger attacks"),
     "report": ("latune.cli.report", "write the paper-style report of a finished sweep"),
     "sync": ("latune.cli.sync", "backfill MLflow from a sweep's Tune files"),
-    "pareto": ("latune.cli.pareto", "print the Pareto front of a sweep logged to MLflow"),
+    "pareto": ("latune.cli.pareto", "print a sweep's Pareto front (MLflow or its folder); --plot draws it"),
     "cluster": ("latune.cli.cluster", "the Ray cluster that runs sweeps (cluster.yaml)"),
 }
 
@@ -34,7 +34,13 @@ def _help(prog: str, commands: dict[str, tuple[str, str]]) -> str:
     return "\n".join([f"usage: {prog} COMMAND [ARGS...]", "",
                       "Sweeps of adversarial training with label augmentation (arXiv 2503.16179).", "",
                       "commands:", *rows, "",
-                      f"{prog} COMMAND --help shows a command's options; {prog} --version its version."])
+                      "examples:",
+                      f"  {prog} sweep delta_eps_grid --set optim.epochs=2 --dry-run   # check a small sweep",
+                      f"  {prog} sweep delta_eps_grid --set optim.epochs=2              # run it: front.* beside "
+                      "results.parquet",
+                      f"  {prog} pareto delta_eps_grid                                  # its front, from MLflow", "",
+                      f"{prog} COMMAND --help shows a command's options and examples; {prog} --version its version.",
+                      "Bad input: one error line and exit status 2, nothing written."])
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "latune") -> int:

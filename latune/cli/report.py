@@ -1,4 +1,4 @@
-"""``python -m latune.report SWEEP``: the paper-style report of a finished sweep (latune.analysis.report)."""
+"""``latune report SWEEP``: the paper-style report of a finished sweep (latune.analysis.report)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,16 @@ import pandas as pd
 
 from latune.analysis.interval_report import find_outcomes
 from latune.analysis.report import pgd_label, render
+from latune.cli.common import examples, guarded, missing_local_store
 from latune.errors import UserError
 from latune.tracking.query import attach_to_sweep_run
 
 __all__ = ["main"]
+
+_EXAMPLES = examples(
+    "latune report runs/paper_table-cifar10-20260101-120000   # writes report.md into the folder",
+    "latune report paper_table --storage /data/runs --out report.md   # its latest run there",
+    "latune report paper_table --bootstrap 0 --no-mlflow      # no intervals, not attached to MLflow")
 
 
 def _find_experiment(target: str, storage: str) -> str:
@@ -39,13 +45,14 @@ def _read_results(folder: str) -> pd.DataFrame:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from latune.cli.common import guarded
-
-    parser = argparse.ArgumentParser(prog="python -m latune.report",
+    """``latune report SWEEP [flags]``: write and print report.md; exit status 0, or 2 for bad input."""
+    parser = argparse.ArgumentParser(prog="latune report", epilog=_EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="The paper-style report of a finished sweep.")
     parser.add_argument("sweep", metavar="SWEEP", help="experiment folder (with results.parquet), or a sweep name "
                                                         "(its latest run under --storage)")
-    parser.add_argument("--storage", default="runs", help="where sweeps write their folders (default ./runs)")
+    parser.add_argument("--storage", default=os.environ.get("LATUNE_STORAGE") or "runs",
+                        help="where sweeps write their folders (default $LATUNE_STORAGE, else ./runs)")
     parser.add_argument("--out", help="Markdown file to write (default SWEEP/report.md)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not attach the report to the sweep's MLflow run")
@@ -68,9 +75,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text)
         print(f"wrote {out}")
         if not args.no_mlflow:
-            run_id = attach_to_sweep_run(folder, out, args.tracking_uri)
-            print(f"logged to MLflow run {run_id}" if run_id else "no MLflow parent run of this sweep found: "
-                                                                   "not logged (--no-mlflow to skip the lookup)")
+            _attach(folder, out, args.tracking_uri)
         return 0
 
     return guarded(run)
+
+
+def _attach(folder: str, report: str, tracking_uri: str | None) -> None:
+    """Attach the report to the sweep's MLflow parent run; a local store that is not there is left uncreated."""
+    from latune.tracking.records import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    missing = missing_local_store(uri)
+    if missing:
+        print(f"no MLflow store at {missing}: not logged (--tracking-uri names another; --no-mlflow skips this)")
+        return
+    run_id = attach_to_sweep_run(folder, report, uri)
+    print(f"logged to MLflow run {run_id}" if run_id else "no MLflow parent run of this sweep found: "
+                                                           "not logged (--no-mlflow to skip the lookup)")

@@ -1,4 +1,4 @@
-"""``python -m latune.train``: train one model and write metrics.json and model.pt."""
+"""``latune train``: train one model and write metrics.json and model.pt."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from latune.cli.common import add_config_arguments, config_overrides, guarded, keys_help, write_json_atomic
+from latune.cli.common import (add_config_arguments, blame_command_line, config_overrides, examples, flag_sources,
+                               guarded, keys_help, write_json_atomic)
 
 __all__ = ["main"]
+
+_EXAMPLES = examples(
+    "latune train --set optim.epochs=2 --out runs/smoke   # digits, a minute on a CPU",
+    "latune train --data digits --set attack.eps=0.1 --set la.delta=0.1 --out runs/one",
+    "latune train --data cifar10 --data-dir ~/data --set la.transform_set=geometric --set la.m=5")
 
 
 def _format(metrics: dict[str, Any], keys: Sequence[str]) -> str:
@@ -19,8 +25,9 @@ def _format(metrics: dict[str, Any], keys: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m latune.train", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train one model with PGD adversarial training and label augmentation.", epilog=keys_help())
+        prog="latune train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train one model with PGD adversarial training and label augmentation.",
+        epilog=f"{_EXAMPLES}\n\n{keys_help()}")
     add_config_arguments(parser)  # --data, --data-dir, --set, --corruptions, --corruptions-dir
     parser.add_argument("--out", help="output directory (default runs/train-YYYYmmdd-HHMMSS)")
     parser.add_argument("--quiet", action="store_true", help="print only the final metrics")
@@ -65,4 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {out / 'metrics.json'}, {out / 'model.pt'} and {out / 'test_outcomes.npz'}")
         return 0
 
-    return guarded(main)
+    def blamed() -> int:
+        """A config error (from_flat, resolve, or setup reading a file a key names) led by the flag that set it."""
+        from latune.config import ConfigError
+
+        try:
+            return main()
+        except ConfigError as err:
+            raise blame_command_line(str(err), flag_sources(args)) from None
+
+    return guarded(blamed)

@@ -1,9 +1,9 @@
-"""Run a named sweep on Ray Tune: ``python -m latune.sweep delta_eps_grid [--data cifar10] ...``.
+"""Run a named sweep on Ray Tune: ``latune sweep delta_eps_grid [--data cifar10] ...``.
 
 Grid sweeps use Tune's grid search; ``algorithm: optuna`` sweeps use OptunaSearch with one objective
 per metric (multi-objective; NSGA-II by default) persisted in Optuna RDB storage (sqlite beside the
 results by default) so they survive restarts and ``optuna-dashboard`` opens them. The sweep ends by
-writing ``results.parquet`` and printing the Pareto front.
+writing ``results.parquet`` and, beside it, the front files (latune.analysis.front_files).
 """
 
 from __future__ import annotations
@@ -26,10 +26,16 @@ AUTO_GPU_SHARE = 0.25  # resources.gpu: auto packs four trials per GPU when the 
 
 @dataclass
 class SweepOutcome:
+    """What run_sweep returns: where the sweep's files are, its results table (results.parquet's rows: read the
+    front as ``table[table["pareto_rank"] == 0]``), whether it was interrupted, and where to look at it."""
+
     experiment_path: str  # Tune's experiment folder (results.parquet is written there)
     results_path: str
     table: Any  # pandas.DataFrame, one row per trial
     interrupted: bool
+    front_files: tuple[str, ...] = ()  # front.csv, front.png, front.html beside results.parquet; () = no front yet
+    tracking_uri: str | None = None  # the MLflow store it logged to; None without MLflow
+    study_url: str | None = None  # Optuna's RDB storage of an optuna sweep; None for a grid
 
 
 def plan_resources(spec: SweepSpec, cluster: dict[str, float]) -> tuple[float, float, int]:
@@ -137,7 +143,30 @@ def run_sweep(spec: SweepSpec, *, storage: str = DEFAULT_STORAGE, name: str | No
     # trials Tune had not created yet when interrupted (Ctrl+C) are missing from the table altogether
     interrupted = len(table) < expected_trials(spec) or bool((table["status"] == "UNFINISHED").any())
     return SweepOutcome(experiment_path=plan.experiment_path, results_path=results_path, table=table,
-                        interrupted=interrupted)
+                        interrupted=interrupted, front_files=_front_files(spec, table, plan.experiment_path),
+                        tracking_uri=_tracking_uri(tracking_uri) if mlflow else None,
+                        study_url=plan.study_url if spec.algorithm == "optuna" else None)
+
+
+def _front_files(spec: SweepSpec, table: Any, experiment_path: str) -> tuple[str, ...]:
+    """Write the front files beside results.parquet; () when no trial finished or drawing failed (warned)."""
+    import warnings
+
+    from latune.analysis.front_files import write_front_files
+
+    try:
+        return tuple(write_front_files(table, spec.objectives, [d.key for d in spec.space], experiment_path))
+    except Exception as err:  # noqa: BLE001 - results.parquet is written: a figure must not fail the sweep
+        warnings.warn(f"front files not written ({type(err).__name__}: {err}); redraw them with "
+                      f"latune pareto {experiment_path} --plot", RuntimeWarning, stacklevel=2)
+        return ()
+
+
+def _tracking_uri(tracking_uri: str | None) -> str:
+    """The store the sweep logged to, resolved as latune.tracking.callback resolves it."""
+    from latune.tracking.records import resolve_tracking_uri
+
+    return resolve_tracking_uri(tracking_uri)
 
 
 def _cluster_resources(address: str | None, verbose: int) -> dict[str, float]:
@@ -172,6 +201,9 @@ def _plan(spec: SweepSpec, storage: str, name: str | None, resume: bool, optuna_
         name = None if remote else latest_experiment(storage, prefix)
         if name is None:
             raise UserError(f"--resume: no earlier run of {prefix} under {storage}; pass --name")
+    elif resume and not remote and not os.path.isdir(os.path.join(storage, name)):
+        # a misspelt name must not start a new sweep under it (the command line says "did you mean" first)
+        raise UserError(f"--resume: no experiment folder {name!r} under {storage}")
     name = name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
     cpu, gpu, concurrent = plan_resources(spec, _cluster_resources(address, verbose))
     experiment_path = f"{storage.rstrip('/')}/{name}"

@@ -1,6 +1,6 @@
 """Sweep files (``sweeps/*.yaml``): parsing and complete validation before anything runs.
 
-A sweep file names a search over latune's config keys; its format (documented in README):
+A sweep file names a search over latune's config keys; its format (documented in docs/sweeps.md, "Sweep file format"):
 
     name: delta_eps_grid
     description: one line shown by --list
@@ -30,6 +30,7 @@ so is every combination of the discrete dimensions, so a sweep never fails half-
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 from dataclasses import dataclass, field, replace
@@ -60,6 +61,10 @@ DEFAULT_OBJECTIVES: dict[str, Literal["max", "min"]] = {
 
 @dataclass(frozen=True)
 class SweepSpec:
+    """A validated sweep (load_sweep, parse_sweep): the keys every trial shares, the space searched, how it is
+    searched, the objectives of its Pareto front and each trial's resources. Change it with
+    ``dataclasses.replace`` (the command line's --num-samples, --cpu, --gpu do)."""
+
     name: str  # sweep name (the file's stem by default)
     description: str  # one line
     base: dict[str, Any]  # dotted keys fixed for every trial
@@ -96,11 +101,16 @@ def resolve_sweep_path(name_or_path: str) -> Path:
     for folder in (Path.cwd() / "sweeps", shipped_sweeps_dir()):
         if (folder / f"{name_or_path}.yaml").is_file():
             return folder / f"{name_or_path}.yaml"
-    known = sorted(p.stem for p in shipped_sweeps_dir().glob("*.yaml"))
-    raise ConfigError(f"unknown sweep {name_or_path!r}; allowed: {', '.join(known)} or a path to a .yaml file")
+    known = sorted({p.stem for folder in (Path.cwd() / "sweeps", shipped_sweeps_dir()) for p in folder.glob("*.yaml")})
+    close = difflib.get_close_matches(name_or_path, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(f"unknown sweep {name_or_path!r}{hint}; allowed: {', '.join(known)} or a path to a .yaml file")
 
 
 def load_sweep(name_or_path: str, *, data: str | None = None, overrides: dict[str, Any] | None = None) -> SweepSpec:
+    """The sweep NAME (./sweeps/NAME.yaml, else the one shipped with latune) or the YAML file at a path, validated
+    completely: ``data`` is the data set whose preset fills the trials (--data), ``overrides`` dotted config keys
+    pinned for every trial (--set; values may be strings). Raises ConfigError, one line naming the field."""
     path = resolve_sweep_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text())

@@ -60,14 +60,14 @@ def write_front(table: pd.DataFrame, objectives: Mapping[str, str], searched: Se
     """Write pareto_front.csv / .parquet (each objective on validation, then on the held-out test split),
     pareto_pairs.png and pareto_3d.html into ``folder``; False (nothing written) while no trial has finished."""
     from latune.analysis import plots
+    from latune.analysis.front_files import front_columns
     from latune.analysis.results import objective_columns, parquet_ready
 
     finished = table[table["status"] == "TERMINATED"] if len(table) else table
     if not len(finished):
         return False
     front = finished[finished["pareto_rank"] == 0]
-    columns = ["trial_id", "run_id", *objective_columns(objectives, front), *[f"best_{m}" for m in objectives],
-               *[k for k in searched if k in front], "pareto_rank"]
+    columns = front_columns(front, objectives, searched)
     front[columns].to_csv(folder / "pareto_front.csv", index=False)
     parquet_ready(front[columns]).to_parquet(folder / "pareto_front.parquet", index=False)
     plots.save(plots.pairwise_figure(finished, objectives), folder / "pareto_pairs.png")
