@@ -69,6 +69,9 @@ class AttackConfig:
 class LAConfig:
     """Label augmentation (Amerehi & Healy, arXiv 2503.16179)."""
 
+    # la: transformed images are labelled (δ on their transformation group, K+M logits); augment_only: the same
+    # transformations with plain one-hot labels and a K-logit head, to tell data augmentation from label augmentation
+    mode: Literal["la", "augment_only"] = "la"  # la or augment_only (needs la.delta 0, a set, la.p > 0)
     delta: float = 0.1  # share of the target given to the transformation label, in [0,1); 0 = LA off ("Adv")
     transform_set: str = "augmix_ops"  # named set of transformations (latune.TRANSFORM_SETS), or "none"
     m: int | None = None  # label granularity: the set's ops split into m label groups; None -> one label per op
@@ -114,6 +117,9 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """A whole run: data, model, attack, LA, optimiser and evaluation settings, seed and device (flat dotted keys
+    with ``from_flat``/``to_flat``; ``resolve`` fills what the data set's preset decides)."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
@@ -125,13 +131,20 @@ class Config:
 
     @property
     def la_active(self) -> bool:
-        """LA is on when δ > 0 and a transformation set is named; otherwise the run is the "Adv" baseline."""
-        return self.la.delta > 0 and self.la.transform_set != "none"
+        """Label augmentation is on (la.mode la, δ > 0 and a transformation set): K+M logits, LA targets.
+        Otherwise the run is the "Adv" baseline, or with la.mode augment_only its augmentation-only arm."""
+        return self.la.mode == "la" and self.la.delta > 0 and self.la.transform_set != "none"
+
+    @property
+    def augment_only(self) -> bool:
+        """The LA set's transformations are applied to training images with plain labels (la.mode augment_only)."""
+        return self.la.mode == "augment_only"
 
     @property
     def la_ops(self) -> tuple[str, ...]:
-        """The transformation ops of the LA set, in label order; () when LA is off."""
-        return TRANSFORM_SETS[self.la.transform_set] if self.la_active else ()
+        """The transformation ops applied to training images (the LA set, in label order): with LA on or
+        augment_only; () otherwise."""
+        return TRANSFORM_SETS[self.la.transform_set] if self.la_active or self.augment_only else ()
 
     @property
     def num_extra(self) -> int:
@@ -280,7 +293,9 @@ def validate(config: Config) -> None:
     if la.transform_set != "none":
         size = len(TRANSFORM_SETS[la.transform_set])
         _check(la.m is None or 1 <= la.m <= size, "la.m", f"in 1..{size} (size of set {la.transform_set!r})", la.m)
-    if config.la_active:
+    if la.mode == "augment_only":
+        _check_augment_only(config)
+    if config.la_active or config.augment_only:
         _check_la_can_transform(config)
     _check(o.lr is None or o.lr > 0, "optim.lr", "> 0", o.lr)
     _check(0 <= o.momentum < 1, "optim.momentum", "in [0, 1)", o.momentum)
@@ -315,6 +330,17 @@ def _check_la_can_transform(config: Config) -> None:
     if reasons and all(reasons):
         raise ConfigError(f"la.transform_set: {config.la.transform_set!r} would leave every image unchanged, "
                           f"because {'; '.join(dict.fromkeys(reasons))}; choose another set or la.delta=0")
+
+
+def _check_augment_only(config: Config) -> None:
+    """Augmentation only transforms images and keeps the labels: δ (the transformation label's share) and m (its
+    groups) would do nothing, so they must say so rather than be silently ignored."""
+    la = config.la
+    _check(la.transform_set != "none", "la.transform_set", "a transformation set with la.mode=augment_only",
+           la.transform_set)
+    _check(la.p > 0, "la.p", "> 0 with la.mode=augment_only (the share of images transformed)", la.p)
+    _check(la.delta == 0, "la.delta", "0 with la.mode=augment_only (the labels stay plain)", la.delta)
+    _check(la.m is None, "la.m", "none with la.mode=augment_only (no transformation logits)", la.m)
 
 
 def describe_keys() -> list[tuple[str, str, str]]:

@@ -152,3 +152,26 @@ def test_label_layout_of_the_config():
     assert from_flat({"la.transform_set": "geometric"}).num_extra == 5
     assert from_flat({"la.transform_set": "geometric", "la.m": 2}).num_extra == 2
     assert from_flat({"la.delta": 0}).la_ops == () and from_flat({"la.delta": 0}).num_extra == 0
+
+
+def test_augment_only_transforms_with_plain_labels():
+    config = from_flat({"la.mode": "augment_only", "la.delta": 0, "la.transform_set": "geometric"})
+    assert config.augment_only and not config.la_active
+    assert config.la_ops == from_flat({"la.transform_set": "geometric"}).la_ops  # the transformations are applied
+    assert config.num_extra == 0  # a K-logit head
+    assert from_flat({"la.delta": 0}).la_ops == () and not from_flat({}).augment_only
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"la.delta": 0.1}, "la.delta: must be 0 with la.mode=augment_only"),
+    ({"la.delta": 0, "la.transform_set": "none"}, "la.transform_set: must be a transformation set"),
+    ({"la.delta": 0, "la.p": 0}, "la.p: must be > 0 with la.mode=augment_only"),
+    ({"la.delta": 0, "la.m": 2}, "la.m: must be none with la.mode=augment_only"),
+    ({"la.delta": 0, "la.transform_set": "perturbations", "attack.eps": 0, "la.perturbation_eps": 0},
+     "would leave every image unchanged"),
+    ({"la.mode": "labels"}, "la.mode: unknown value 'labels'; allowed: la, augment_only"),
+])
+def test_augment_only_is_validated(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        from_flat({"la.mode": "augment_only", **overrides})
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -8,7 +8,7 @@ import pytest
 
 from latune.analysis.intervals import class_figures
 from latune.config import from_flat
-from latune.core.outcomes import OUTCOMES_FILE, read_outcomes, write_outcomes
+from latune.core.outcomes import OUTCOMES_FILE, labels_id, read_outcomes, identify_test_set, write_outcomes
 from latune.core.train import train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -43,6 +43,25 @@ def test_outcomes_reproduce_the_test_metrics(epochs, kind, tmp_path):
     assert figures["class_error_mean"] == pytest.approx(final[f"test_{kind}_class_error_mean"])
     assert figures["class_error_sd"] == pytest.approx(final[f"test_{kind}_class_error_sd"])
     assert figures["worst_class_acc"] == pytest.approx(final[f"test_{kind}_worst_class_acc"])
+
+
+def test_the_test_set_id_names_the_evaluated_images(epochs, tmp_path):
+    """Runs of different seeds on one fixed test split share the id (so the report resamples them jointly); other
+    images, or the same ones in another order, do not; files written before the id read back with the labels'."""
+    import torch
+
+    outcomes = epochs[-1].test_outcomes
+    assert outcomes["test_set"].startswith("images-48-")
+    back = read_outcomes(write_outcomes(tmp_path, outcomes))
+    assert back["test_set"] == outcomes["test_set"]
+    images, labels = torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 0, 1])
+    assert identify_test_set(images, labels) == identify_test_set(images.numpy(), labels.numpy())
+    other = images.clone()
+    other[0, 0, 0, 0] = 1
+    first = identify_test_set(images, labels)
+    assert identify_test_set(other, labels) != first != identify_test_set(images, labels.flip(0))
+    old = {k: v for k, v in outcomes.items() if k != "test_set"}
+    assert read_outcomes(write_outcomes(tmp_path / "old", old))["test_set"] == labels_id(outcomes["labels"])
 
 
 def test_bad_outcomes_are_refused(tmp_path):

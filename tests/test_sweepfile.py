@@ -386,3 +386,30 @@ def test_the_early_stopping_flag_is_refused_the_same_way(tmp_path, monkeypatch, 
     assert out == "" and len(err.splitlines()) == 1
     assert err.startswith("error: --early-stopping: corruption_class_error_sd is not measured at rung epoch 1"), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corr.yaml"]
+
+
+def test_a_linked_key_takes_each_trials_value_of_its_source():
+    """``{same_as: KEY}``: the paper's coupling delta = eps, in a grid of several radii and under --set."""
+    spec = parse_sweep({"space": {"attack.eps": {"grid": [0.5, 1.0], "scale": "preset"}, "la.delta": {"same_as": "attack.eps"},
+                                  "seed": [0, 1]}}, data="mnist")
+    assert [(p["attack.eps"], p["la.delta"]) for p in grid_points(spec)] == [(0.15, 0.15)] * 2 + [(0.3, 0.3)] * 2
+    assert [d.key for d in spec.space] == ["attack.eps", "la.delta", "seed"]  # the file's key order
+    pinned = parse_sweep({"space": {"attack.eps": [0.1, 0.2], "la.delta": {"same_as": "attack.eps"}}},
+                         overrides={"attack.eps": "0.05"})
+    assert grid_points(pinned) == [{"la.delta": 0.05}]
+    paper = load_sweep("paper_table", data="mnist")
+    assert {p["la.delta"] for p in grid_points(paper) if p["attack.eps"] == 0.3} == {0.0, 0.03, 0.3}
+
+
+@pytest.mark.parametrize(("space", "message"), [
+    ({"la.delta": {"same_as": "attack.epz"}}, r"^space\[0\]\.la\.delta\.same_as: 'attack\.epz' is neither searched"),
+    ({"la.delta": {"same_as": 3}}, r"^space\[0\]\.la\.delta: expected \{same_as: KEY\}"),
+    ({"attack.eps": [0.5], "la.delta": {"same_as": "attack.eps", "times": 2}}, r"^space\[0\]\.la\.delta: expected"),
+    # the linked value must be a valid value of its own key too
+    ({"attack.eps": [0.1], "la.severity": {"same_as": "attack.eps"}},
+     r"^space: the combination attack\.eps=0\.1, la\.severity=0\.1 is invalid: la\.severity: expected an integer"),
+])
+def test_a_bad_link_is_one_line(space, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        parse_sweep({"space": space})
+    assert "\n" not in str(caught.value)

@@ -179,6 +179,24 @@ def test_the_la_targets_reach_the_training_loss(marker_set, monkeypatch, p):
         assert torch.equal(target, expected)
 
 
+def test_augment_only_transforms_the_images_and_keeps_the_plain_labels(marker_set, monkeypatch):
+    """la.mode=augment_only, p = 1: every training image painted by a marker, a K-logit head, one-hot targets."""
+    K = 10
+    config = from_flat({**TINY, "data.limit_train": 96, "optim.epochs": 1, "attack.eps": 0, "eval.steps": 0,
+                        "eval.max_images": 16, "la.transform_set": "_markers", "la.mode": "augment_only",
+                        "la.delta": 0, "la.p": 1})
+    run = setup(config)
+    assert run.num_extra == 0 and run.ops == MARKERS and run.model(torch.zeros(1, 1, 16, 16)).shape == (1, K)
+    ys, inputs, targets = _capture_training_batches(monkeypatch, run)
+    metrics = [e.metrics for e in train(config, run=run)][-1]
+    assert len(ys) == len(inputs) == len(targets) == 96 // 64
+    for y, x, target in zip(ys, inputs, targets):
+        op = torch.round(x[:, 0, 0, 0] * 10).long() - 1
+        assert ((0 <= op) & (op < 3)).all() and (x == x[:, :1, :1, :1]).all()  # transformed
+        assert torch.equal(target, torch.nn.functional.one_hot(y, K).float())  # no transformation part
+    assert "transform_acc" not in metrics  # no transformation head to score
+
+
 def test_the_transformation_head_learns_the_transformations():
     # standard training with LA on every image: after 3 epochs the head names the op's group well above chance
     config = from_flat({"device": "cpu", "attack.eps": 0, "la.delta": 0.3, "la.p": 1, "la.severity": 10,

@@ -1,33 +1,31 @@
-"""The report's 95% intervals: each trial's ``test_outcomes.npz`` found in its Tune trial folder, bootstrapped
-per setting (latune.analysis.intervals), rendered as Markdown tables and one sentence per Adv+/Adv pair saying
-which changes are distinguishable from zero (their interval excludes 0)."""
+"""The report's 95% intervals: each trial's ``test_outcomes.npz`` found in its Tune trial folder, bootstrapped per
+setting and per change (latune.analysis.intervals), with a seed-level test of each change
+(latune.analysis.seed_tests, Holm-adjusted over the report), rendered as Markdown tables and one verdict per
+change that says what its intervals and its tests cover."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from latune.analysis.intervals import DEFAULT_REPLICATES, Interval, change_intervals, runs_from_outcomes, \
-    setting_intervals
+from latune.analysis.intervals import (DEFAULT_REPLICATES, Interval, resampling_group, runs_from_outcomes,
+                                       setting_intervals)
 from latune.analysis.results import trial_folders
+from latune.analysis.verdicts import change_lines, measure_change
 from latune.core.outcomes import OUTCOMES_FILE, read_outcomes
 
-__all__ = ["find_outcomes", "interval_lines", "FIGURES"]
+__all__ = ["find_outcomes", "interval_lines", "KINDS", "FIGURE_LABELS"]
 
-# (label, per-image outcome kind, figure of latune.analysis.intervals): the report's headline figures
-FIGURES = (
-    ("clean err mean", "clean_correct", "class_error_mean"), ("clean err SD", "clean_correct", "class_error_sd"),
-    ("clean worst-class acc", "clean_correct", "worst_class_acc"),
-    ("{pgd} err mean", "robust_correct", "class_error_mean"), ("{pgd} err SD", "robust_correct", "class_error_sd"),
-    ("{pgd} worst-class acc", "robust_correct", "worst_class_acc"),
-    ("corr. err mean", "corruption_correct", "class_error_mean"),
-    ("corr. err SD", "corruption_correct", "class_error_sd"),
-    ("corr. worst-class acc", "corruption_correct", "worst_class_acc"),
-)
+# (per-image outcome kind, its label in the tables)
+KINDS = (("clean_correct", "clean"), ("robust_correct", "{pgd}"), ("corruption_correct", "corr."))
+# (figure of latune.analysis.class_figures, column label, shown with an interval)
+FIGURE_LABELS = (("class_error_mean", "err mean", True), ("class_error_sd", "err SD plug-in", False),
+                 ("class_error_sd_debiased", "err SD debiased", True), ("class_error_cv", "SD/mean", True),
+                 ("worst_class_acc", "worst-class acc", True))
 
 
 def find_outcomes(experiment: str | Path, trial_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -49,107 +47,67 @@ def _by_seed(trials: Iterable[tuple[str, int]], outcomes: Mapping[str, Mapping[s
     return {seed: outcomes[trial] for trial, seed in trials if trial in outcomes}
 
 
-def _pct(value: float, signed: bool = False) -> str:
-    return "–" if not math.isfinite(value) else f"{value * 100:+.1f}" if signed else f"{value * 100:.1f}"
-
-
-def _cell(i: Interval, signed: bool = False) -> str:
-    if not math.isfinite(i.estimate):
+def _value(value: float, figure: str) -> str:
+    if not math.isfinite(value):
         return "–"
-    unit = "%" if signed else ""
-    return f"{_pct(i.estimate, signed)}{unit} [{_pct(i.low, signed)}, {_pct(i.high, signed)}]"
+    return f"{value:.2f}" if figure == "class_error_cv" else f"{value * 100:.1f}"
 
 
-def _intervals(seeds: Mapping[int, Any], kinds: list[tuple[str, str, str]], replicates: int,
-               reference: Mapping[int, Any] | None = None) -> dict[str, Interval]:
-    """label -> interval of each figure (of the change against ``reference`` when given)."""
+def _cell(i: Interval | None, figure: str, with_interval: bool) -> str:
+    if i is None or not math.isfinite(i.estimate):
+        return "–"
+    if not with_interval:
+        return _value(i.estimate, figure)
+    return f"{_value(i.estimate, figure)} [{_value(i.low, figure)}, {_value(i.high, figure)}]"
+
+
+def _setting_intervals(seeds: Mapping[int, Any], replicates: int) -> dict[str, dict[str, Interval]]:
+    """kind -> figure -> interval of one setting, for the kinds its outcome files hold."""
     if not seeds:
         return {}
     classes = next(iter(seeds.values()))["num_classes"]
-    out: dict[str, Interval] = {}
-    for kind in {k for _, k, _ in kinds}:
-        runs = runs_from_outcomes(seeds, kind)
-        base = runs_from_outcomes(reference, kind) if reference is not None else None
-        if not runs or base == []:
-            continue
-        found = (change_intervals(runs, base, classes, replicates=replicates) if base is not None
-                 else setting_intervals(runs, classes, replicates=replicates))
-        out.update({label: found[figure] for label, k, figure in kinds if k == kind})
-    return out
+    return {kind: setting_intervals(runs, classes, replicates=replicates)
+            for kind, _ in KINDS if (runs := runs_from_outcomes(seeds, kind))}
 
 
-def interval_lines(settings: pd.DataFrame, changes: pd.DataFrame, outcomes: Mapping[str, Mapping[str, Any]], *,
-                   pgd_label: str, replicates: int = DEFAULT_REPLICATES,
-                   standard_changes: pd.DataFrame | None = None) -> list[str]:
+def _test_sets(seeds: Mapping[Any, Mapping[int, Any]]) -> int:
+    return len({resampling_group(run) for s in seeds.values() for run in runs_from_outcomes(s, "clean_correct")})
+
+
+def interval_lines(settings: pd.DataFrame, pairs: Sequence[tuple[int, int]],
+                   outcomes: Mapping[str, Mapping[str, Any]], *, pgd_label: str,
+                   replicates: int = DEFAULT_REPLICATES) -> list[str]:
     """Markdown lines of the intervals sections. ``settings`` as latune.analysis.report.setting_table gives it
-    (its ``trials`` column: (trial id, seed) pairs), ``changes`` (Adv+ against Adv) and ``standard_changes``
-    (Standard with LA against Standard) as relative_changes gives them."""
+    (its ``trials`` column: (trial id, seed) pairs); ``pairs``: (setting, reference setting) of each change."""
     seeds = {index: _by_seed(row["trials"], outcomes) for index, row in settings.iterrows()}
-    kinds = [(label.format(pgd=pgd_label), kind, figure) for label, kind, figure in FIGURES]
-    found = {index: _intervals(s, kinds, replicates) for index, s in seeds.items()}
-    shown = [k for k in kinds if any(k[0] in f for f in found.values())]
+    found = {index: _setting_intervals(s, replicates) for index, s in seeds.items()}
+    kinds = [(kind, label.format(pgd=pgd_label)) for kind, label in KINDS if any(kind in f for f in found.values())]
     lines = ["", "## 95% intervals", ""]
-    if not shown:
+    if not kinds:
         return lines + [f"No trial of this sweep left a {OUTCOMES_FILE} (per-image test outcomes, written by "
                         "latune since intervals were added): no intervals.", ""]
-    lines += [f"Point estimate [95% interval] in %, test split: bias-corrected (BC) percentile bootstrap over test "
-              f"images ({replicates} replicates; each seed's images resampled independently, the seeds' figures "
-              "averaged). The intervals cover test-image sampling for these trained models, not training randomness "
-              "(the ± SD over seeds above shows that). SD and worst-class figures are biased by sampling noise in "
-              "each class's error, and each resample once more; BC corrects the interval for that, so it can lie "
-              "off-centre, even beside the estimate. "
-              "n: seeds with per-image outcomes.", ""]
-    heads = ["#", "method", "n"] + [label for label, _, _ in shown]
-    lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    for index, row in settings.iterrows():
-        cells = [str(index), row["role"], str(len(seeds[index]))]
-        lines.append("| " + " | ".join(cells + [_cell(found[index][label]) if label in found[index] else "–"
-                                                for label, _, _ in shown]) + " |")
-    lines += _change_lines(changes, seeds, shown, replicates, _ADV_PAIR)
-    if standard_changes is not None:
-        lines += _change_lines(standard_changes, seeds, shown, replicates, _STANDARD_PAIR)
-    return lines
-
-
-# (section title, its sentence, table heads, verdict names) of each kind of LA/no-LA pair
-_ADV_PAIR = ("Adv+ against Adv", "Relative change (Adv+ − Adv) / Adv [95% interval], computed in each bootstrap "
-             "replicate (a seed's Adv and Adv+ trials are resampled with the same test images).",
-             ("Adv+ #", "Adv #"), ("Adv+", "Adv"))
-_STANDARD_PAIR = ("Standard training: LA against none", "Relative change (LA − none) / none [95% interval] for "
-                  "Standard training, computed in each bootstrap replicate (paired as above).",
-                  ("LA #", "Standard #"), ("Standard with LA", "Standard"))
-
-
-def _change_lines(changes: pd.DataFrame, seeds: Mapping[Any, Mapping[int, Any]], shown: list[tuple[str, str, str]],
-                  replicates: int, pair: tuple[str, str, tuple[str, str], tuple[str, str]]) -> list[str]:
-    pairs = [(int(r["setting"]), int(r["against"])) for _, r in changes.iterrows()] if not changes.empty else []
-    pairs = [(p, a) for p, a in pairs if seeds.get(p) and seeds.get(a)]
-    if not pairs:
-        return [""]
-    title, sentence, heads, names = pair
-    lines = ["", f"### {title}, 95% intervals", "", sentence, ""]
-    lines += ["| " + " | ".join([*heads, *(label for label, _, _ in shown)]) + " |",
-              "|" + "---|" * (len(shown) + 2)]
-    words = []
-    for plus, against in pairs:
-        found = _intervals(seeds[plus], shown, replicates, reference=seeds[against])
-        cells = [_cell(found[label], signed=True) if label in found else "–" for label, _, _ in shown]
-        lines.append("| " + " | ".join([str(plus), str(against), *cells]) + " |")
-        words.append(_verdict(plus, against, {label: found[label] for label, _, _ in shown if label in found},
-                              names))
-    return lines + [""] + words + [""]
-
-
-def _verdict(plus: int, against: int, found: Mapping[str, Interval], names: tuple[str, str]) -> str:
-    """One sentence: which relative changes are distinguishable from zero (their interval excludes 0)."""
-    measured = {label: i for label, i in found.items() if math.isfinite(i.estimate) and math.isfinite(i.low)}
-    clear = [f"{label} ({_pct(i.estimate, True)}%)" for label, i in measured.items() if i.excludes_zero]
-    unclear = [label for label, i in measured.items() if not i.excludes_zero]
-    missing = [label for label in found if label not in measured]
-    parts = [f"distinguishable from zero (interval excludes 0): {', '.join(clear)}." if clear else
-             "no change is distinguishable from zero."]
-    if unclear:
-        parts.append(f"Not distinguishable from zero: {', '.join(unclear)}.")
-    if missing:
-        parts.append(f"No relative change (the {names[1]} figure is 0): {', '.join(missing)}.")
-    return f"{names[0]} #{plus} against {names[1]} #{against}: " + " ".join(parts)
+    sets = _test_sets(seeds)
+    lines += [f"Point estimate [95% interval] in % (SD/mean as a ratio), test split, {replicates} bootstrap "
+              "replicates over test images (scipy.stats.bootstrap). Runs tested on the same images -- every seed "
+              "and arm of a sweep whose test split does not depend on the seed -- are resampled jointly, one draw of "
+              f"images per replicate for all of them ({sets} test set{'s' if sets != 1 else ''} here, resampled "
+              "independently of each other). The intervals cover test-image sampling for these trained models, not "
+              "training randomness: the ± SD over seeds above and the seed-level tests below do. The plug-in SD (the "
+              "figure above) is inflated by sampling noise in each class error and is shown without an interval; the "
+              "debiased SD removes that noise (plug-in variance less (K−1)/K² Σ_k s²_k/n_k, s²_k the variance of "
+              "class k's n_k per-image outcomes, clipped at 0) and SD/mean is debiased SD / mean. Class-wise error "
+              "mean, debiased SD and SD/mean: estimate ± 1.96 bootstrap SE; worst-class accuracy: BCa interval "
+              "(basic where BCa has none). n: seeds with per-image outcomes.", ""]
+    for kind, label in kinds:
+        heads = ["#", "method", "n", *(f"{label} {name}" for _, name, _ in FIGURE_LABELS)]
+        lines += [f"### {label}", "", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        for index, row in settings.iterrows():
+            figures = found[index].get(kind, {})
+            cells = [_cell(figures.get(f), f, shown) for f, _, shown in FIGURE_LABELS]
+            lines.append("| " + " | ".join([str(index), row["role"], str(len(seeds[index])), *cells]) + " |")
+        lines.append("")
+    changes = [measure_change(p, a, settings.loc[p, "role"], settings.loc[a, "role"], seeds[p], seeds[a], kinds,
+                              replicates) for p, a in pairs if seeds.get(p) and seeds.get(a)]
+    shown = sum(1 for by_kind in found.values() for _ in by_kind for _, _, interval in FIGURE_LABELS if interval)
+    return lines + change_lines(changes, kinds, [f for f, _, _ in FIGURE_LABELS],
+                                {f: name for f, name, _ in FIGURE_LABELS}, settings_intervals=shown)

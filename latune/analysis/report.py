@@ -1,14 +1,16 @@
 """The paper-style report of a finished sweep: ``python -m latune.report SWEEP``.
 
-For each setting of the sweep (its trials grouped by config, seeds pooled) and its role -- Standard
-(ε = 0), Adv (ε > 0, LA off: δ = 0 or no transformation set) or Adv+ (ε > 0 with LA) -- a Markdown table of
-clean, PGD and (when the trials evaluated corruptions) corruption class-wise error mean and SD, mean ± SD
-over seeds, then the relative changes of each Adv+ setting against the Adv setting that differs from it only
-in LA (the paper's headline figures are the relative drops of mean PGD-40 class-wise error and of
-class-wise SD). Figures come from the held-out test split (``test_*`` columns of results.parquet), else from
-validation (the split the sweep chose on); the report says which.
+For each setting of the sweep (its trials grouped by config, seeds pooled) and its arm, named by its settings --
+Standard (ε = 0) or Adv (ε > 0) without transformations, ``+aug-only`` (la.mode augment_only: the LA
+transformations with plain labels), ``Adv+ δ=0.03`` / ``Standard+LA δ=0.03`` (label augmentation; ``δ=ε`` where δ
+equals the training radius, the paper's coupling rule) -- a Markdown table of clean, PGD and (when the trials
+evaluated corruptions) corruption class-wise error mean and SD, mean ± SD over seeds, then the relative changes
+of each arm against the arm without transformations that differs from it only in the la.* keys: every Adv arm
+against Adv, every Standard arm against Standard (the paper's headline figures are the relative drops of mean
+PGD-40 class-wise error and of class-wise SD). Figures come from the held-out test split (``test_*`` columns of
+results.parquet), else from validation (the split the sweep chose on); the report says which.
 With the trials' per-image test outcomes (``outcomes``), 95% bootstrap intervals of each figure and of each
-relative change follow (latune.analysis.interval_report), saying which changes are distinguishable from zero.
+relative change follow, with a seed-level test of each change (latune.analysis.interval_report).
 Writes ``report.md`` beside results.parquet and, unless --no-mlflow, logs it to the sweep's MLflow parent run.
 """
 
@@ -55,13 +57,22 @@ def _resolved(table: pd.DataFrame) -> list[Any]:
     return [resolve(from_flat({k: _plain(row[k]) for k in keys if _present(row[k])})) for _, row in table.iterrows()]
 
 
-def _role(config: Any) -> str:
-    return "Standard" if config.attack.eps == 0 else "Adv+" if config.la_active else "Adv"
+def _arm(config: Any) -> str:
+    """The arm's name from its settings: Standard or Adv, then +aug-only, or + (Adv) / +LA (Standard) with δ."""
+    family = "Standard" if config.attack.eps == 0 else "Adv"
+    if config.augment_only:
+        return f"{family}+aug-only"
+    if not config.la_active:
+        return family
+    eps, delta = config.attack.eps, config.la.delta
+    value = "ε" if eps > 0 and math.isclose(delta, eps, rel_tol=1e-6) else f"{delta:g}"
+    return f"Adv+ δ={value}" if family == "Adv" else f"Standard+LA δ={value}"
 
 
 def roles(table: pd.DataFrame) -> pd.Series:
-    """Standard, Adv or Adv+ for each trial, from its resolved config (presets filled)."""
-    return pd.Series([_role(c) for c in _resolved(table)], index=table.index, name="role")
+    """The arm of each trial (Standard, Adv, Adv+aug-only, Adv+ δ=0.03, Adv+ δ=ε, Standard+LA δ=0.03, ...),
+    from its resolved config (presets filled)."""
+    return pd.Series([_arm(c) for c in _resolved(table)], index=table.index, name="role")
 
 
 def _plain(value: Any) -> Any:
@@ -80,8 +91,9 @@ def _split_prefix(table: pd.DataFrame) -> str:
 
 
 def setting_table(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """One row per setting of the finished trials: role, config, n (seeds), trials ((trial id, seed) pairs)
-    and mean/SD of each metric.
+    """One row per setting of the finished trials: role (its arm's name), baseline (no transformations: the
+    reference of its family), config, n (seeds), trials ((trial id, seed) pairs) and mean/SD of each metric;
+    Standard before Adv, by radius, each baseline first.
 
     Returns (table, split prefix used: "test_" or "").
     """
@@ -89,46 +101,47 @@ def setting_table(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     prefix = _split_prefix(finished)
     keys = _config_keys(finished)
     configs = _resolved(finished)
-    finished["role"] = [_role(c) for c in configs]
-    finished["_la"] = [c.la_active for c in configs]
+    finished["role"] = [_arm(c) for c in configs]
+    finished["_family"] = [int(c.attack.eps > 0) for c in configs]  # Standard first
+    finished["_eps"] = [c.attack.eps for c in configs]
+    finished["_kind"] = [2 if c.la_active else 1 if c.augment_only else 0 for c in configs]  # baseline first
     finished["_setting"] = finished[keys].astype(str).agg("|".join, axis=1) if keys else ""
     rows = []
     for _, group in finished.groupby("_setting", sort=False):
         first = group.iloc[0]
-        row: dict[str, Any] = {"role": first["role"], "la": bool(first["_la"]), **{k: first[k] for k in keys},
-                               "n": len(group),
+        row: dict[str, Any] = {"role": first["role"], "baseline": bool(first["_kind"] == 0),
+                               **{k: first[k] for k in keys}, "n": len(group),
                                "seeds": ",".join(str(s) for s in sorted(group["seed"])) if "seed" in group else "",
                                "trials": [(str(t), int(group["seed"][i]) if "seed" in group else 0)
-                                          for i, t in group["trial_id"].items()]}
+                                          for i, t in group["trial_id"].items()],
+                               "_order": (first["_family"], first["_eps"], first["_kind"])}
         for _, metric, _scale in _COLUMNS:
             column = prefix + metric
             values = group[column].dropna() if column in group else pd.Series(dtype=float)
             row[metric] = values.mean() if len(values) else math.nan
             row[f"{metric}_sd"] = values.std(ddof=1) if len(values) > 1 else math.nan
         rows.append(row)
-    order = {"Standard": 0, "Adv": 1, "Adv+": 2}
     out = pd.DataFrame(rows)
     if not out.empty:
-        out = out.sort_values(by=["role"], key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+        out = out.sort_values(by="_order", kind="stable").drop(columns="_order").reset_index(drop=True)
     return out, prefix
 
 
 def relative_changes(settings: pd.DataFrame, *, standard: bool = False) -> pd.DataFrame:
-    """Each Adv+ setting against the Adv setting equal to it except for the LA keys (``standard``: each Standard
-    setting with LA against the Standard setting without it): relative change (LA - no LA) / no LA of each
-    class-wise figure (negative = a drop, what LA aims for)."""
+    """Each Adv arm (``standard``: each Standard arm) with transformations against the baseline of its family (no
+    transformations) equal to it except for the la.* keys: relative change (arm - baseline) / baseline of each
+    class-wise figure (negative = a drop, what LA aims for). Columns setting, against, role and the metrics."""
     la_keys = {c for c in settings.columns if c.startswith("la.")}
     shared = [c for c in settings.columns if "." in c and c not in la_keys and not c.endswith("_sd")]
-    role = settings["role"] == "Standard" if standard else settings["role"].isin(["Adv", "Adv+"])
-    la = settings["la"]
-    reference = settings[role & ~la]
+    family = settings["role"].str.startswith("Standard") if standard else settings["role"].str.startswith("Adv")
+    reference = settings[family & settings["baseline"]]
     rows = []
-    for index, treated in settings[role & la].iterrows():
+    for index, treated in settings[family & ~settings["baseline"]].iterrows():
         match = reference[[all(str(a[c]) == str(treated[c]) for c in shared) for _, a in reference.iterrows()]]
         if match.empty:
             continue
         base = match.iloc[0]
-        row: dict[str, Any] = {"setting": index, "against": int(match.index[0])}
+        row: dict[str, Any] = {"setting": index, "against": int(match.index[0]), "role": treated["role"]}
         for _, metric in _CHANGES:
             ref, value = base[metric], treated[metric]
             row[metric] = (value - ref) / ref if _present(ref) and _present(value) and ref != 0 else math.nan
@@ -143,7 +156,8 @@ def _cell(mean: Any, sd: Any, scale: float) -> str:
     return text + (f" ± {sd * scale:.1f}" if _present(sd) else "")
 
 
-_NAMED = (("attack.eps", "ε"), ("la.delta", "δ"), ("la.transform_set", "set"), ("la.m", "M"), ("la.p", "p"))
+_NAMED = (("attack.eps", "ε"), ("la.mode", "mode"), ("la.delta", "δ"), ("la.transform_set", "set"), ("la.m", "M"),
+          ("la.p", "p"))
 
 
 def _describe(row: pd.Series, varying: Sequence[str]) -> str:
@@ -182,32 +196,36 @@ def render(table: pd.DataFrame, *, title: str, pgd_label: str = "PGD-40",
         cells += [_cell(row[metric], row[f"{metric}_sd"], scale) for _, metric, scale in measured]
         lines.append("| " + " | ".join(cells) + " |")
     changes = relative_changes(settings)
-    lines += ["", "## Adv+ against Adv", ""]
+    lines += ["", "## Adv arms against Adv", ""]
     if changes.empty:
-        lines.append("No Adv+ setting has an Adv setting that differs from it only in LA.")
+        lines.append("No Adv arm with transformations has an Adv setting that differs from it only in the la.* keys.")
     else:
-        lines.append("Relative change (Adv+ − Adv) / Adv of the mean over seeds; negative = a drop.")
-        lines += _change_table(changes, ("Adv+ #", "Adv #"), pgd_label)
+        lines.append("Relative change (arm − Adv) / Adv of the mean over seeds; negative = a drop.")
+        lines += _change_table(changes, ("#", "arm", "Adv #"), pgd_label)
     standard = relative_changes(settings, standard=True)
-    if not standard.empty:  # LA without adversarial training: shown only when the sweep ran both
-        lines += ["", "## Standard training: LA against none", "",
-                  "Relative change (LA − none) / none of the mean over seeds, both trained without attacks."]
-        lines += _change_table(standard, ("LA #", "Standard #"), pgd_label)
+    if not standard.empty:  # transformations without adversarial training: shown only when the sweep ran both
+        lines += ["", "## Standard arms against Standard", "",
+                  "Relative change (arm − Standard) / Standard of the mean over seeds, all trained without attacks."]
+        lines += _change_table(standard, ("#", "arm", "Standard #"), pgd_label)
     if outcomes is not None and replicates > 0:
         from latune.analysis.interval_report import interval_lines
 
-        lines += interval_lines(settings, changes, outcomes, pgd_label=pgd_label, replicates=replicates,
-                                standard_changes=standard)
+        lines += interval_lines(settings, [*_pairs(changes), *_pairs(standard)], outcomes, pgd_label=pgd_label,
+                                replicates=replicates)
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _pairs(changes: pd.DataFrame) -> list[tuple[int, int]]:
+    return [(int(r["setting"]), int(r["against"])) for _, r in changes.iterrows()] if not changes.empty else []
 
 
 def _change_table(changes: pd.DataFrame, heads: tuple[str, str], pgd_label: str) -> list[str]:
     """Markdown lines of a relative-change table (relative_changes' rows), percent with sign."""
     compared = [c for c in _CHANGES if changes[c[1]].notna().any()]
     lines = ["", "| " + " | ".join([*heads, *(label.format(pgd=pgd_label) for label, _ in compared)]) + " |",
-             "|" + "---|" * (len(compared) + 2)]
+             "|" + "---|" * (len(compared) + 3)]
     for _, row in changes.iterrows():
-        cells = [str(int(row["setting"])), str(int(row["against"]))]
+        cells = [str(int(row["setting"])), row["role"], str(int(row["against"]))]
         cells += ["–" if not _present(row[m]) else f"{row[m] * 100:+.1f}%" for _, m in compared]
         lines.append("| " + " | ".join(cells) + " |")
     return lines

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from latune.config import Config
 from latune.core import attacks, labels, metrics, transforms
 from latune.core.data import Split, to_float
+from latune.core.outcomes import identify_test_set
 from latune.registry import CORRUPTIONS, corruption_names
 
 __all__ = ["EvalSettings", "evaluate", "evaluate_corruptions", "CorruptionFiles"]
@@ -59,7 +60,8 @@ class EvalSettings:
         if e.eps is None or e.alpha is None or la.perturbation_eps is None:
             raise ValueError("EvalSettings.from_config needs a resolved config (latune.config.resolve)")
         return cls(num_classes=num_classes, eps=e.eps, alpha=e.alpha, steps=e.steps, restarts=e.restarts,
-                   batch_size=e.batch_size, max_images=e.max_images, seed=config.seed, transform_ops=config.la_ops,
+                   batch_size=e.batch_size, max_images=e.max_images, seed=config.seed,
+                   transform_ops=config.la_ops if config.num_extra else (),  # augment_only: no head to score
                    num_extra=config.num_extra, severity=la.severity, perturbation_eps=la.perturbation_eps,
                    corruptions=corruption_names(e.corruptions), corruption_severities=e.corruption_severities)
 
@@ -81,7 +83,7 @@ def evaluate(model: nn.Module, split: Split, settings: EvalSettings, *,
     over the M transformation logits on the split's images each given a random op of the set (p=1), counted over
     the images the op changed (NaN if none). The model runs in eval mode and gets its mode back afterwards.
     Deterministic under ``settings.seed``. ``outcomes``, when given, gets the per-image labels, num_classes,
-    clean_correct and (when attacked) robust_correct (latune.core.outcomes).
+    clean_correct, (when attacked) robust_correct and the test_set id of the images (latune.core.outcomes).
     """
     s = settings
     images, targets = _first(split, s.max_images)
@@ -114,7 +116,8 @@ def evaluate(model: nn.Module, split: Split, settings: EvalSettings, *,
     if s.transform_ops:
         result["transform_acc"] = head_hits / head_seen if head_seen else float("nan")
     if outcomes is not None:
-        outcomes.update(labels=targets, num_classes=s.num_classes, clean_correct=torch.cat(clean_correct))
+        outcomes.update(labels=targets, num_classes=s.num_classes, clean_correct=torch.cat(clean_correct),
+                        test_set=identify_test_set(images, targets))
         if s.attacked:
             outcomes["robust_correct"] = torch.cat(robust_correct)
     return result

@@ -51,7 +51,7 @@ class RunSetup:
     config: Config  # resolved (presets and derived settings filled)
     device: torch.device
     data: DataBundle
-    ops: tuple[str, ...]  # transformation ops of the LA set; () when LA is off
+    ops: tuple[str, ...]  # transformation ops applied to training images (LA or augment_only); () otherwise
     num_extra: int  # M: transformation logits after the K class logits; 0 when LA is off
     model: nn.Module
     corruptions: tuple[str, ...] = ()  # eval.corruptions resolved to names; () = no corruption evaluation
@@ -214,7 +214,8 @@ class _Loop:
         return augment_batch(x_uint8, self.generator, crop_padding=d.crop_padding, flip=d.flip)
 
     def label_augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """LA: (images, z long[B]) with z the transformation group of each image, -1 where none changed it."""
+        """LA: (images, z long[B]) with z the transformation group of each image, -1 where none changed it (and
+        everywhere with la.mode augment_only: the images are transformed, the labels stay plain)."""
         run, c = self.run, self.config
         if not run.ops:
             return x, torch.full_like(y, -1)
@@ -222,7 +223,9 @@ class _Loop:
         ctx = transforms.TransformContext(
             generator=self.generator, severity=c.la.severity, eps=c.la.perturbation_eps,
             input_gradient=lambda xs, idx: attacks.input_gradient(self.model, xs, loss, idx, bn_eval=c.attack.bn_eval))
-        return transforms.apply_label_augmentation(x, run.ops, run.num_extra, c.la.p, ctx)
+        # augment_only has no transformation logits (num_extra 0): any grouping draws the same images and ops
+        x, z = transforms.apply_label_augmentation(x, run.ops, run.num_extra or 1, c.la.p, ctx)
+        return x, z if run.num_extra else torch.full_like(y, -1)
 
     def attack(self, x: Tensor, y: Tensor, target: Tensor) -> Tensor:
         """PGD on the LA target (attack.target=la) or the class label; x itself when ε or steps is 0."""

@@ -187,6 +187,9 @@ def _parse_base_and_space(raw: dict, data: str | None, overrides: dict[str, Any]
     """(typed base keys, searched dimensions, epochs, grid blocks): presets filled, --data and --set pinned,
     base validated; blocks is () unless space is a list of grids."""
     base, space_raw = raw.get("base") or {}, raw.get("space") or {}
+    if isinstance(space_raw, dict) and any(_linked(v) for v in space_raw.values()):
+        raw = {**raw, "space": [space_raw]}  # a linked value makes a grid a (one-block) list of grids
+        space_raw = raw["space"]
     if isinstance(space_raw, list):
         return _parse_blocks(raw, data, overrides, where)
     if not isinstance(base, dict) or not isinstance(space_raw, dict):
@@ -224,18 +227,51 @@ def _parse_blocks(raw: dict, data: str | None, overrides: dict[str, Any] | None,
         raise _fail("space", "a list of grids must hold non-empty mappings of dotted config keys")
     blocks, base, epochs = [], {}, None
     for index, block_raw in enumerate(blocks_raw):
-        base, dims, epochs, _ = _parse_base_and_space({**raw, "space": block_raw}, data, overrides, where)
+        links = {k: v for k, v in block_raw.items() if _linked(v)}
+        plain = {k: v for k, v in block_raw.items() if k not in links}
+        base, dims, epochs, _ = _parse_base_and_space({**raw, "space": plain}, data, overrides, where)
         if any(d.kind != "grid" for d in dims):
             key = next(d.key for d in dims if d.kind != "grid")
             raise _fail(f"space[{index}].{key}", "a list of grids takes lists (grid) only")
-        if blocks and [d.key for d in dims] != [d.key for d in blocks[0]]:
-            raise _fail(f"space[{index}]", "every grid of the list must name the same keys in the same order, "
-                                           f"got {', '.join(d.key for d in dims)} after "
-                                           f"{', '.join(d.key for d in blocks[0])}")
-        blocks.append(dims)
+        for part in _with_links(dims, links, [k for k in block_raw if k not in (overrides or {})], base,
+                                f"space[{index}]"):
+            if blocks and [d.key for d in part] != [d.key for d in blocks[0]]:
+                raise _fail(f"space[{index}]", "every grid of the list must name the same keys in the same order, "
+                                               f"got {', '.join(d.key for d in part)} after "
+                                               f"{', '.join(d.key for d in blocks[0])}")
+            blocks.append(part)
     merged = tuple(Dimension(d.key, "grid", tuple(dict.fromkeys(v for block in blocks for v in block[i].values)))
                    for i, d in enumerate(blocks[0]))
     return base, merged, epochs, tuple(blocks)
+
+
+def _linked(value: Any) -> bool:
+    """``{same_as: KEY}``: a searched key that takes, in each trial, the value of another key (e.g. the paper's
+    coupling δ = ε: ``la.delta: {same_as: attack.eps}``)."""
+    return isinstance(value, dict) and "same_as" in value
+
+
+def _with_links(dims: tuple[Dimension, ...], links: dict[str, Any], order: list[str], base: dict[str, Any],
+                where: str) -> list[tuple[Dimension, ...]]:
+    """A block's dimensions with its ``{same_as: KEY}`` keys filled in, in the block's key order: one block per
+    value of each linked key (a grid of one value each), so every point's linked key equals its source's value."""
+    parts = [dims]
+    for key, link in links.items():
+        source = link.get("same_as")
+        if set(link) != {"same_as"} or not isinstance(source, str):
+            raise _fail(f"{where}.{key}", f"expected {{same_as: KEY}} with KEY a config key, got {link!r}")
+        split = []
+        for part in parts:
+            found = [d for d in part if d.key == source]
+            if not found and source not in base:
+                raise _fail(f"{where}.{key}.same_as", f"{source!r} is neither searched in this grid nor a base key")
+            values = found[0].values if found else (base[source],)
+            for value in values:
+                fixed = {d.key: (Dimension(d.key, "grid", (value,)) if d.key == source else d) for d in part}
+                fixed[key] = Dimension(key, "grid", (value,))
+                split.append(tuple(fixed[k] for k in order if k in fixed))
+        parts = split
+    return parts
 
 
 def _parse_search(search: Any, space: tuple[Dimension, ...]) -> dict[str, Any]:
@@ -319,20 +355,21 @@ _REPORTED_METRICS = REPORTED_METRICS  # objectives and constraints may name thes
 
 
 def _check_values(spec: SweepSpec) -> None:
-    """Every value of every dimension, and every combination of the discrete ones, must make a valid config."""
-    for dim in spec.space:
+    """Every value of every dimension, and every combination of the discrete ones, must make a valid config
+    (with a list of grids: every point of every grid, and only those)."""
+    for dim in () if spec.blocks else spec.space:
         for value in _candidate_values(dim):
             try:
                 from_flat({**spec.base, dim.key: value})
             except ConfigError as err:
                 raise _fail(f"space.{dim.key}", str(err)) from None
     for block in spec.blocks or (spec.space,):
-        _check_combinations(spec, [d for d in block if d.kind in ("grid", "choice", "int")])
+        _check_combinations(spec, [d for d in block if d.kind in ("grid", "choice", "int")], every=bool(spec.blocks))
 
 
-def _check_combinations(spec: SweepSpec, discrete: list[Dimension]) -> None:
+def _check_combinations(spec: SweepSpec, discrete: list[Dimension], every: bool = False) -> None:
     total = math.prod(len(_candidate_values(d)) for d in discrete) if discrete else 0
-    if 1 < len(discrete) and total <= _MAX_COMBINATIONS:
+    if (1 < len(discrete) or every and discrete) and total <= _MAX_COMBINATIONS:
         for combo in itertools.product(*(_candidate_values(d) for d in discrete)):
             point = dict(zip((d.key for d in discrete), combo))
             try:
