@@ -69,7 +69,7 @@ def _trial_rows(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def export(experiment: str | Path, out: str | Path, command: str) -> pd.DataFrame:
+def export(experiment: str | Path, out: str | Path, command: str, trained_with: str = "unknown") -> pd.DataFrame:
     """Write the record of the la_bench sweep in ``experiment`` (Tune's folder) to ``out``; the record.
 
     Only trials that trained their whole budget count (an interrupted sweep is exported as far as it got);
@@ -86,8 +86,7 @@ def export(experiment: str | Path, out: str | Path, command: str) -> pd.DataFram
     frames = []
     for folder in sorted(p for p in experiment.iterdir() if p.is_dir() and (p / "result.json").is_file()):
         rows = _trial_rows(folder)
-        budget = int(json.loads((folder / "params.json").read_text()).get("optim.epochs") or 0)
-        if rows and (not budget or max(r["epoch"] for r in rows) >= budget):
+        if rows and max(r["epoch"] for r in rows) >= _budget(folder):
             frames.append(pd.DataFrame(rows).drop_duplicates("epoch", keep="last"))
     if not frames:
         raise SystemExit(f"error: no finished trial under {experiment}")
@@ -96,6 +95,9 @@ def export(experiment: str | Path, out: str | Path, command: str) -> pd.DataFram
     table = table.sort_values([*SEARCH_KEYS, "seed", "epoch"]).reset_index(drop=True)
     configs = table[table["seed"] == 0].drop_duplicates(list(SEARCH_KEYS))
     meta = {**provenance(), "command": command, "experiment": experiment.name, "sweep": sweep,
+            # the code the trials ran, per start and resume of the sweep (latune_sweep.json); the fields above
+            # are the exporter's
+            "trained_with": sweep.get("provenance") or trained_with,
             "machine": f"{platform.machine()}, {_cpus()} CPUs, {platform.system()}",
             "configurations": int(len(configs)), "runs": int(len(table.drop_duplicates([*SEARCH_KEYS, "seed"]))),
             "epochs": int(table["epoch"].max())}
@@ -106,6 +108,14 @@ def export(experiment: str | Path, out: str | Path, command: str) -> pd.DataFram
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(arrow, out, compression="zstd")
     return table
+
+
+def _budget(folder: Path) -> int:
+    """optim.epochs of a trial folder's run (its params, presets filled)."""
+    from latune.config import from_flat, resolve
+
+    params = json.loads((folder / "params.json").read_text())
+    return resolve(from_flat(params)).optim.epochs
 
 
 def _cpus() -> int:
@@ -215,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/la_record.py", description=__doc__.splitlines()[0])
     parser.add_argument("experiment", help="the la_bench sweep's Tune folder (runs/la_bench-<data>-record)")
     parser.add_argument("--out", help="parquet file (default benchmarks/data/la_bench_<data>.parquet)")
+    parser.add_argument("--trained-with", default="unknown",
+                        help="the code the trials ran, for sweeps whose latune_sweep.json predates its provenance "
+                             "list (e.g. commits 6f3a1c2..b641ec5)")
     args = parser.parse_args(argv)
     experiment = Path(args.experiment)
     if not experiment.is_dir():
@@ -223,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out) if args.out else DEFAULT_OUT / f"la_bench_{data}.parquet"
     command = "latune sweep la_bench" + ("" if data == "digits" else f" --data {data}") + \
         f" --no-mlflow --name {experiment.name}; python benchmarks/la_record.py {args.experiment}"
-    table = export(experiment, out, command)
+    table = export(experiment, out, command, args.trained_with)
     runs = table.drop_duplicates([*SEARCH_KEYS, "seed"])
     print(f"{out}: {len(runs)} runs ({int((runs['seed'] == 0).sum())} configurations at seed 0), "
           f"{len(table)} rows, {out.stat().st_size / 1024:.0f} KiB")

@@ -154,6 +154,7 @@ def test_a_record_is_exported_from_tune_folders_with_its_provenance(tmp_path):
     assert record.meta["configurations"] == 2 and record.meta["test_images"] == 270
     assert record.meta["command"].startswith("latune sweep la_bench --no-mlflow --name la_bench-digits-record")
     assert record.meta["git_commit"] and record.meta["torch_version"]
+    assert record.meta["trained_with"] == "unknown"  # this hand-made latune_sweep.json has no provenance list
     assert math.isnan(record.table["test_clean_class_error_sd"].iloc[0])  # a metric the run did not report
 
 

@@ -305,3 +305,16 @@ def test_a_finished_trial_without_an_objective_is_failed_in_mlflow_too():
     assert unmeasured_at_end(record, ["clean_acc", "robust_acc"]).startswith("ValueError: objective robust_acc not")
     assert unmeasured_at_end(record, ["clean_acc"]) is None
     assert unmeasured_at_end(TrialRecord("x", {}, []), ["clean_acc"]) is None
+
+
+def test_each_start_and_resume_of_a_sweep_records_its_code(tmp_path):
+    """latune_sweep.json keeps the provenance of every start and resume: a resumed sweep's trials may have run other
+    code, and the recorded benchmark (benchmarks/la_record.py) says which."""
+    from latune.sweep.spec import parse_sweep
+    from latune.tracking.callback import tracking_callbacks
+
+    spec = parse_sweep({"space": {"la.delta": [0.0, 0.1]}})
+    for _ in range(2):
+        assert tracking_callbacks(spec, str(tmp_path), enabled=False) == []
+    history = SweepInfo.load(str(tmp_path)).provenance
+    assert len(history) == 2 and all(h["git_commit"] == git_commit() and h["started"] for h in history)

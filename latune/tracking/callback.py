@@ -262,9 +262,20 @@ def tracking_callbacks(spec: SweepSpec, experiment_path: str, *, enabled: bool =
         constraints=to_mapping(spec.constraints),
         trials=expected_trials(spec),
         sweep_file=spec.path, sweep_text=text, tracking_uri=resolve_tracking_uri(tracking_uri),
-        mlflow_experiment=experiment or spec.name)
+        mlflow_experiment=experiment or spec.name, provenance=_provenance_history(experiment_path))
     sweep.save()
     return [MlflowCallback(sweep, sweep.tracking_uri, log_checkpoints)] if enabled else []
+
+
+def _provenance_history(experiment_path: str) -> list[dict[str, Any]]:
+    """The provenance of every earlier start or resume of this sweep (its saved SweepInfo), then this one's: the
+    trials of a resumed sweep may have run different code, and a record (benchmarks/la_record.py) says which."""
+    import time
+
+    from latune.provenance import provenance
+
+    earlier = SweepInfo.load(experiment_path)
+    return [*(earlier.provenance if earlier else []), {**provenance(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
 
 
 def use_callbacks_on_restore(tuner: Any, callbacks: Sequence[tune.Callback]) -> None:

@@ -60,6 +60,8 @@ class SweepInfo:
     tracking_uri: str | None = None  # where the sweep logs to
     mlflow_experiment: str | None = None  # MLflow experiment name; None = the sweep's name
     constraints: dict[str, dict[str, float]] = field(default_factory=dict)  # sweep file's constraints (feasibility)
+    # the code each start and resume of the sweep ran (latune.provenance and the time), oldest first
+    provenance: list[dict[str, Any]] = field(default_factory=list)
 
     def save(self) -> None:
         """Write ``experiment_path/SWEEP_INFO_FILE`` (local folder or pyarrow filesystem URI)."""
