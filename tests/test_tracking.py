@@ -301,7 +301,8 @@ def test_outcome_tags_of_a_trial_that_has_started_but_reported_no_epoch():
 
 
 def test_a_finished_trial_without_an_objective_is_failed_in_mlflow_too():
-    record = TrialRecord("abcde_00000", {"optim.epochs": 1}, [{"epoch": 1, "clean_acc": 0.5, "robust_acc": float("nan")}])
+    history = [{"epoch": 1, "clean_acc": 0.5, "robust_acc": float("nan")}]
+    record = TrialRecord("abcde_00000", {"optim.epochs": 1}, history)
     assert unmeasured_at_end(record, ["clean_acc", "robust_acc"]).startswith("ValueError: objective robust_acc not")
     assert unmeasured_at_end(record, ["clean_acc"]) is None
     assert unmeasured_at_end(TrialRecord("x", {}, []), ["clean_acc"]) is None
