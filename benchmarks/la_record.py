@@ -3,13 +3,20 @@
 A record (LCBench, YAHPO and NAS-Bench do the same) holds every configuration's learning curves once, so that
 ``benchmarks/replay_search.py`` can replay samplers and schedulers on it hundreds of times, nothing trained.
 
-Record it (about 2 hours on 2 CPU cores for digits; ``--resume`` continues an interrupted one), then export:
+Record it (about 2.5 hours on 2 CPU cores for digits; ``--resume`` continues an interrupted one), then export:
 
     latune sweep la_bench --no-mlflow --name la_bench-digits-record   # add --resume to continue
-    python benchmarks/la_record.py runs/la_bench-digits-record   # -> benchmarks/data/la_bench_digits.parquet
+    python benchmarks/la_record.py export runs/la_bench-digits-record   # -> benchmarks/data/la_bench_digits.parquet
+
+Tune's folder stays on the machine that ran it (runs/ is not committed), so a record begun in another session
+is continued from the committed parquet file instead: ``continue`` runs, through ``latune sweep``, a sweep of the
+la_bench points the file lacks (written as runs/la_bench_rest.yaml; ``--resume`` continues that one too) and adds
+them to the file:
+
+    python benchmarks/la_record.py continue                      # the missing points, then merged into the file
 
 On a GPU machine ``latune sweep la_bench --data cifar10 --no-mlflow --name la_bench-cifar10-record`` records
-CIFAR-10 the same way (then ``--out benchmarks/data/la_bench_cifar10.parquet``).
+CIFAR-10 the same way (``--data cifar10`` for ``continue``; the file is benchmarks/data/la_bench_cifar10.parquet).
 
 The parquet file has one row per configuration, seed and epoch: the searched keys, ``seed``, ``epoch``, every
 objective and constraint metric on the validation split and (``test_``) on the test split, and the epoch's
@@ -69,11 +76,13 @@ def _trial_rows(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def export(experiment: str | Path, out: str | Path, command: str, trained_with: str = "unknown") -> pd.DataFrame:
+def export(experiment: str | Path, out: str | Path, command: str, trained_with: str = "unknown",
+           extend: bool = False) -> pd.DataFrame:
     """Write the record of the la_bench sweep in ``experiment`` (Tune's folder) to ``out``; the record.
 
     Only trials that trained their whole budget count (an interrupted sweep is exported as far as it got);
-    a configuration and seed recorded twice (a retried trial) keeps its last complete run.
+    a configuration and seed recorded twice (a retried trial) keeps its last complete run. ``extend``: keep the
+    runs ``out`` holds already and add these (``continue``); the metadata lists each part's experiment and code.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -88,6 +97,9 @@ def export(experiment: str | Path, out: str | Path, command: str, trained_with: 
         rows = _trial_rows(folder)
         if rows and max(r["epoch"] for r in rows) >= _budget(folder):
             frames.append(pd.DataFrame(rows).drop_duplicates("epoch", keep="last"))
+    earlier = _read(out) if extend and Path(out).is_file() else None
+    if earlier is not None:
+        frames.insert(0, earlier[0])
     if not frames:
         raise SystemExit(f"error: no finished trial under {experiment}")
     table = pd.concat(frames, ignore_index=True)
@@ -102,12 +114,67 @@ def export(experiment: str | Path, out: str | Path, command: str, trained_with: 
             "configurations": int(len(configs)), "runs": int(len(table.drop_duplicates([*SEARCH_KEYS, "seed"]))),
             "epochs": int(table["epoch"].max())}
     meta.update(_split_sizes(sweep))
+    part = {"experiment": experiment.name, "trained_with": meta["trained_with"], "command": command}
+    meta["parts"] = [*(earlier[1].get("parts", [_first_part(earlier[1])]) if earlier else []), part]
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), METADATA_KEY: json.dumps(meta).encode()})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(arrow, out, compression="zstd")
     return table
+
+
+def _read(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(table, metadata) of a record file."""
+    import pyarrow.parquet as pq
+
+    arrow = pq.read_table(path)
+    return arrow.to_pandas(), json.loads((arrow.schema.metadata or {}).get(METADATA_KEY, b"{}"))
+
+
+def _first_part(meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: meta.get(k) for k in ("experiment", "trained_with", "command")}
+
+
+def missing_points(data: str, out: str | Path) -> list[dict[str, Any]]:
+    """The la_bench points (configuration and seed) the record file ``out`` lacks, in the sweep's order."""
+    from latune.sweep.spec import grid_points, load_sweep
+
+    done: set[tuple] = set()
+    if Path(out).is_file():
+        table = _read(out)[0]
+        done = {tuple(_plain(v) for v in row) for row in table[[*SEARCH_KEYS, "seed"]].itertuples(index=False)}
+    points = grid_points(load_sweep("la_bench", data=data))
+    return [p for p in points if tuple(_plain(p[k]) for k in (*SEARCH_KEYS, "seed")) not in done]
+
+
+def continue_record(data: str, out: Path, storage: Path) -> int:
+    """Run the la_bench points ``out`` lacks as one sweep (resumable), then add them to ``out``."""
+    import subprocess
+
+    import yaml
+
+    from latune.sweep.spec import resolve_sweep_path
+
+    points = missing_points(data, out)
+    if not points:
+        print(f"{out}: every la_bench point is recorded")
+        return 0
+    raw = yaml.safe_load(resolve_sweep_path("la_bench").read_text())
+    raw["name"] = "la_bench_rest"
+    raw["description"] = f"the {len(points)} la_bench points {out.name} lacks (benchmarks/la_record.py continue)"
+    raw["space"] = [{k: [v] for k, v in p.items()} for p in points]  # a list of one-point grids
+    storage.mkdir(parents=True, exist_ok=True)
+    path = storage / "la_bench_rest.yaml"
+    name = f"la_bench-{data}-rest"
+    if not (storage / name).is_dir():  # a new rest sweep: the points missing now (a resumed one keeps its own)
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    command = [sys.executable, "-m", "latune.sweep", str(path), "--data", data, "--no-mlflow", "--storage",
+               str(storage), "--name", name, *(["--resume"] if (storage / name).is_dir() else [])]
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    export(storage / name, out, " ".join(["python benchmarks/la_record.py continue", f"--data {data}"]), extend=True)
+    return 0
 
 
 def _budget(folder: Path) -> int:
@@ -223,20 +290,30 @@ def load(path: str | Path) -> Record:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/la_record.py", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", help="the la_bench sweep's Tune folder (runs/la_bench-<data>-record)")
-    parser.add_argument("--out", help="parquet file (default benchmarks/data/la_bench_<data>.parquet)")
-    parser.add_argument("--trained-with", default="unknown",
-                        help="the code the trials ran, for sweeps whose latune_sweep.json predates its provenance "
-                             "list (e.g. commits 6f3a1c2..b641ec5)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    exporting = commands.add_parser("export", help="write the record file from a la_bench sweep's Tune folder")
+    exporting.add_argument("experiment", help="the la_bench sweep's Tune folder (runs/la_bench-<data>-record)")
+    exporting.add_argument("--out", help="parquet file (default benchmarks/data/la_bench_<data>.parquet)")
+    exporting.add_argument("--trained-with", default="unknown",
+                           help="the code the trials ran, for sweeps whose latune_sweep.json predates its provenance "
+                                "list (e.g. commits 932d426..b641ec5)")
+    exporting.add_argument("--extend", action="store_true", help="add these runs to the ones the file holds")
+    going_on = commands.add_parser("continue", help="record the la_bench points the file lacks and add them")
+    going_on.add_argument("--data", default="digits", help="the data set (default digits)")
+    going_on.add_argument("--out", help="parquet file (default benchmarks/data/la_bench_<data>.parquet)")
+    going_on.add_argument("--storage", default="runs", help="where the sweep of the missing points runs")
     args = parser.parse_args(argv)
+    if args.command == "continue":
+        return continue_record(args.data, Path(args.out or DEFAULT_OUT / f"la_bench_{args.data}.parquet"),
+                               Path(args.storage).resolve())
     experiment = Path(args.experiment)
     if not experiment.is_dir():
         parser.error(f"experiment: {experiment} is not a folder")
     data = experiment.name.split("-")[1] if experiment.name.startswith("la_bench-") else "digits"
     out = Path(args.out) if args.out else DEFAULT_OUT / f"la_bench_{data}.parquet"
     command = "latune sweep la_bench" + ("" if data == "digits" else f" --data {data}") + \
-        f" --no-mlflow --name {experiment.name}; python benchmarks/la_record.py {args.experiment}"
-    table = export(experiment, out, command, args.trained_with)
+        f" --no-mlflow --name {experiment.name}; python benchmarks/la_record.py export {args.experiment}"
+    table = export(experiment, out, command, args.trained_with, extend=args.extend)
     runs = table.drop_duplicates([*SEARCH_KEYS, "seed"])
     print(f"{out}: {len(runs)} runs ({int((runs['seed'] == 0).sum())} configurations at seed 0), "
           f"{len(table)} rows, {out.stat().st_size / 1024:.0f} KiB")

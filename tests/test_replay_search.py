@@ -148,7 +148,7 @@ def test_a_record_is_exported_from_tune_folders_with_its_provenance(tmp_path):
         (folder / "result.json").write_text("\n".join(lines) + "\n{\"epoch\": 3, \"cut")  # a line cut short
     (experiment / "latune_sweep.json").write_text(json.dumps({"base": {"data.name": "digits"}}))
     out = tmp_path / "record.parquet"
-    assert la_record.main([str(experiment), "--out", str(out)]) == 0
+    assert la_record.main(["export", str(experiment), "--out", str(out)]) == 0
     record = la_record.load(out)
     assert len(record.runs) == 2 and record.budget == 2  # the unfinished run (1 of 2 epochs) is not recorded
     assert record.meta["configurations"] == 2 and record.meta["test_images"] == 270
@@ -215,3 +215,28 @@ def test_the_table_and_figure_are_regenerated_from_the_committed_json(tmp_path, 
     assert replay_search.main(["--record", str(path), "--out", str(out), "--repeats", "2", "--budget-epochs", "40",
                                "--samplers", "random", "--stopping", "none", "--default", "random"]) == 0
     assert "random: read back from" in capsys.readouterr().out and (out / "replay.md").read_text() == table
+
+
+def _tune_folder(experiment, index, config, epochs=2):
+    folder = experiment / f"train_trial_{index}"
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps({**config, "optim.epochs": 2}))
+    (folder / "result.json").write_text("\n".join(json.dumps({"epoch": e, "clean_acc": 0.9, "robust_acc": 0.5,
+                                                                "robust_class_error_sd": 0.1, "epoch_time_s": 1.0,
+                                                                "eval_time_s": 1.0}) for e in range(1, epochs + 1)))
+
+
+def test_a_record_is_continued_from_the_committed_file_in_another_session(tmp_path):
+    """Tune's folder stays behind with the session: `continue` records the points the file lacks and extends it."""
+    first, rest, out = tmp_path / "la_bench-digits-record", tmp_path / "la_bench-digits-rest", tmp_path / "r.parquet"
+    points = la_record.missing_points("digits", out)
+    assert len(points) == 220  # nothing recorded yet: the whole sweep
+    for index, point in enumerate(points[:2]):
+        _tune_folder(first, index, point)
+    la_record.export(first, out, "first")
+    assert len(la_record.missing_points("digits", out)) == 218
+    _tune_folder(rest, 0, points[2])
+    la_record.export(rest, out, "rest", extend=True)
+    record = la_record.load(out)
+    assert len(record.runs) == 3 and len(la_record.missing_points("digits", out)) == 217
+    assert [p["experiment"] for p in record.meta["parts"]] == [first.name, rest.name]
