@@ -109,7 +109,7 @@ def export(experiment: str | Path, out: str | Path, command: str, trained_with: 
     meta = {**provenance(), "command": command, "experiment": experiment.name, "sweep": sweep,
             # the code the trials ran, per start and resume of the sweep (latune_sweep.json); the fields above
             # are the exporter's
-            "trained_with": sweep.get("provenance") or trained_with,
+            "trained_with": _trained_with(sweep.get("provenance") or [], trained_with),
             "machine": f"{platform.machine()}, {_cpus()} CPUs, {platform.system()}",
             "configurations": int(len(configs)), "runs": int(len(table.drop_duplicates([*SEARCH_KEYS, "seed"]))),
             "epochs": int(table["epoch"].max())}
@@ -122,6 +122,14 @@ def export(experiment: str | Path, out: str | Path, command: str, trained_with: 
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(arrow, out, compression="zstd")
     return table
+
+
+def _trained_with(starts: list[dict[str, Any]], note: str) -> Any:
+    """The starts and resumes latune_sweep.json lists, the --trained-with note (for the starts that predate that
+    list), or both."""
+    if starts and note != "unknown":
+        return {"note": note, "starts": starts}
+    return starts or note
 
 
 def _read(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
