@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -66,8 +65,6 @@ def run_sweep(path: Path, storage: Path, name: str) -> Path:
 
 def curve(experiment: Path, scorer: replay_search.Scorer, constraints: Sequence[Any]) -> dict[str, list]:
     """Test hypervolume (relative) of the validation front after each finished trial, against epochs spent."""
-    from latune.analysis.pareto import pareto_front_mask
-
     results = []
     for folder in (p for p in experiment.iterdir() if (p / "result.json").is_file()):
         budget = int(json.loads((folder / "params.json").read_text()).get("optim.epochs") or 0)
@@ -85,9 +82,8 @@ def curve(experiment: Path, scorer: replay_search.Scorer, constraints: Sequence[
         if result["epoch"] == budget and replay_search._feasible(result, constraints):
             finished.append(([result[m] for m in replay_search.OBJECTIVES],
                              [result[f"test_{m}"] for m in replay_search.OBJECTIVES]))
-            chosen = pareto_front_mask(np.array([v for v, _ in finished]), list(replay_search.OBJECTIVES.values()))
             epochs.append(spent)
-            hv.append(scorer.relative(np.array([t for (_, t), c in zip(finished, chosen) if c])))
+            hv.append(scorer.chosen_on_validation(finished))
     return {"epochs": epochs, "hv": [round(h, 5) for h in hv], "finished_feasible": len(finished),
             "epochs_spent": len(results)}
 

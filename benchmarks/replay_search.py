@@ -93,6 +93,14 @@ class Scorer:
             return 0.0
         return hypervolume(test_points, list(OBJECTIVES.values()), self.reference) / self.oracle
 
+    def chosen_on_validation(self, finished: Sequence[tuple[Sequence[float], Sequence[float]]]) -> float:
+        """``relative`` of the test values of the validation front of ``finished`` (validation, test) pairs of
+        feasible finished trials: what a replayed and a live sweep are both scored by."""
+        from latune.analysis.pareto import pareto_front_mask
+
+        chosen = pareto_front_mask(np.array([v for v, _ in finished]), list(OBJECTIVES.values()))
+        return self.relative(np.array([t for (_, t), on in zip(finished, chosen) if on]))
+
 
 def _feasible(values: Mapping[str, float], constraints: Sequence[Any]) -> bool:
     from latune.analysis.constraints import is_feasible
@@ -169,7 +177,6 @@ def replay(record: la_record.Record, arm: Arm, *, seed: int, workers: int, budge
     import optuna
 
     from latune.analysis.constraints import bound_gaps
-    from latune.analysis.pareto import pareto_front_mask
     from latune.sweep.samplers import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -218,9 +225,8 @@ def replay(record: la_record.Record, arm: Arm, *, seed: int, workers: int, budge
             if _feasible(result, constraints):
                 test = np.array([run.curve.values[f"test_{m}"][-1] for m in OBJECTIVES])
                 finished.append((np.array([result[m] for m in OBJECTIVES]), test))
-                chosen = pareto_front_mask(np.array([v for v, _ in finished]), list(OBJECTIVES.values()))
                 trace.epochs.append(spent)
-                trace.hv.append(scorer.relative(np.array([t for (_, t), c in zip(finished, chosen) if c])))
+                trace.hv.append(scorer.chosen_on_validation(finished))
         elif scheduler is not None and scheduler.judge(run.trial_id, result) == "STOP":
             study.tell(run.trial, state=optuna.trial.TrialState.PRUNED)
             trace.pruned[run.point] = trace.pruned.get(run.point, 0) + 1
