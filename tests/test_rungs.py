@@ -158,3 +158,48 @@ def test_a_rung_entry_holds_the_objectives_then_the_violation():
     entry = rung_entry(result, ["clean_acc", "robust_acc", "robust_class_error_sd"], [Constraint("robust_acc", 0.3)])
     assert entry == pytest.approx([0.9, 0.1, 0.2, 0.2])
     assert math.isnan(rung_entry({}, ["clean_acc"], [])[0])
+
+
+def _greedy_hypervolume_order(points):
+    """The plain greedy order (every gain computed again at every step), to check the lazy one against."""
+    import numpy as np
+
+    from latune.analysis.pareto import hypervolume
+
+    order, covered = [], 0.0
+    while len(order) < len(points):
+        rest = [i for i in range(len(points)) if i not in order]
+        gains = [hypervolume(points[order + [i]], ["min"] * 3, [1.1] * 3) - covered for i in rest]
+        order.append(rest[int(np.argmax(gains))])
+        covered += max(gains)
+    return order
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lazy_hypervolume_order_is_the_plain_greedy_order(seed):
+    import numpy as np
+
+    from latune.sweep.rungs import _hypervolume_order
+
+    rng = np.random.default_rng(seed)
+    # a 3-objective front (points on the simplex do not dominate each other), with a duplicate for the tie rule
+    points = rng.dirichlet([1.0, 1.0, 1.0], size=12)
+    points = np.vstack([points, points[3]])
+    assert _hypervolume_order(points) == _greedy_hypervolume_order(points)
+    assert _hypervolume_order(points, limit=4) == _greedy_hypervolume_order(points)[:4]
+
+
+@pytest.mark.parametrize("front_order", ["hypervolume", "epsilon_net"])
+def test_a_limited_rung_order_is_the_full_orders_prefix(front_order):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rung = np.column_stack([rng.uniform(0.5, 1.0, 30), rng.uniform(0.0, 0.8, 30), rng.uniform(0.0, 0.3, 30)])
+    rung[[4, 9]] = math.nan
+    misses = np.where(rung[:, 1] < 0.2, 0.2 - rung[:, 1], 0.0)
+    misses[7] = math.inf
+    full = rung_order(rung, MAX3, misses, front_order)
+    for limit in (0, 1, 5, 10, 29, 30, 40):
+        assert rung_order(rung, MAX3, misses, front_order, limit=limit) == full[:limit]
+    for index in range(30):
+        assert continues(rung, MAX3, index, 3, misses, front_order=front_order) == (index in full[:10])
