@@ -1,6 +1,7 @@
-"""``python -m latune.cluster init|check|policy|doctor``: your copy of cluster.yaml (init), the offline preflight of
-a cluster file (check, before ``ray up``), the IAM policies of its instance profiles (policy), and the doctor of a
-running cluster's nodes (latune.cluster.local, .preflight, .iam, .doctor).
+"""``python -m latune.cluster init|check|policy|doctor|fake-config``: your copy of cluster.yaml (init), the offline
+preflight of a cluster file (check, before ``ray up``), the IAM policies of its instance profiles (policy), the
+doctor of a running cluster's nodes, and cluster.yaml's cluster as a fake one on this machine (fake-config)
+(latune.cluster.local, .preflight, .iam, .doctor, .fake).
 
 Exit status: 0 nothing wrong; 2 problems found (check), a check failed (doctor), or a bad command line.
 """
@@ -40,6 +41,11 @@ _POLICY_HELP = """Print an IAM policy document (JSON) of the cluster's instance 
 role), node (both roles: the bucket's latune/ prefix, pulling the image) or autoscaler (the head: launch, tag,
 stop and terminate only instances tagged with the cluster's name, in its region; pass only the workers' role,
 only to EC2)."""
+_FAKE_HELP = """Write cluster.yaml's cluster as a fake cluster on this machine: `RAY_FAKE_CLUSTER=1 ray up` then starts
+it with Ray's fake multi-node provider (worker nodes are processes with the node types' resources, GPUs as
+logical resources), runs the head's setup and start commands (the MLflow server included) and its autoscaler.
+Derived by code from the template, so it never drifts from it; Docker, EC2, SSH, the ECR login and pip installs
+are left out, and the S3 bucket is a folder under --dir."""
 _DOCTOR_HELP = """Check a cluster node: GPU model and driver (nvidia-smi), torch's CUDA build and
 torch.cuda.is_available() with a matrix product, the node type's declared GPUs against nvidia-smi and Ray's
 resources, Ray/latune/torch versions and every pin of constraints.txt, a write/read/delete of a small object in
@@ -107,14 +113,31 @@ def _add_doctor(commands: argparse._SubParsersAction) -> None:
                         help="how long --gpu worker waits for a GPU worker (default: 1200; a first one takes 5-10 min)")
 
 
+def _add_fake_config(commands: argparse._SubParsersAction) -> None:
+    from latune.cluster.fake import DEFAULT_DIR
+
+    fake = commands.add_parser("fake-config", help="cluster.yaml's cluster as a fake one on this machine (ray up "
+                                                   "with Ray's fake multi-node provider)",
+                               description=_FAKE_HELP, epilog=EXIT_STATUS)
+    fake.add_argument("--from", dest="template", default="cluster.yaml", metavar="PATH",
+                      help="the template (default: cluster.yaml in the current folder)")
+    fake.add_argument("--dir", default=str(DEFAULT_DIR), metavar="DIR",
+                      help="the fake cluster's folder: the head's home, its Ray session, the stand-in bucket (default: "
+                           "%(default)s; at most 40 characters, for Ray's socket paths)")
+    fake.add_argument("--out", default=None, metavar="PATH", help="the fake cluster file (default: DIR/cluster.yaml)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="latune cluster", formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=examples("latune cluster init --account 123456789012 --region us-west-2 --ami ami-... "
                         "--security-group sg-... --bucket my-bucket",
                         "latune cluster check cluster.local.yaml",
-                        "latune cluster doctor --gpu worker") + "\n\n" + EXIT_STATUS,
-        description="The Ray cluster of cluster.yaml: your copy, preflight, IAM policies and node doctor.")
+                        "latune cluster doctor --gpu worker",
+                        "latune cluster fake-config   # then: RAY_FAKE_CLUSTER=1 ray up -y /tmp/latune-fake/cluster.yaml")
+        + "\n\n" + EXIT_STATUS,
+        description="The Ray cluster of cluster.yaml: your copy, preflight, IAM policies, node doctor, and a fake "
+                    "cluster on this machine.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_init(commands)
     check = commands.add_parser("check", help="offline preflight of a cluster file, before `ray up`",
@@ -123,8 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="the cluster file (default: cluster.yaml in the current folder; yours: cluster.local.yaml)")
     _add_policy(commands)
     _add_doctor(commands)
+    _add_fake_config(commands)
     args = parser.parse_args(argv)
-    run = {"init": _init, "check": lambda a: _check(Path(a.path)), "policy": _policy, "doctor": _doctor}
+    run = {"init": _init, "check": lambda a: _check(Path(a.path)), "policy": _policy, "doctor": _doctor,
+           "fake-config": _fake_config}
     return guarded(lambda: run[args.command](args))
 
 
@@ -193,6 +218,18 @@ def _init(args: argparse.Namespace) -> int:
     out = write_local(Path(args.template), values, Path(args.out) if args.out else None, force=args.force)
     print(f"wrote {out} (from {args.template}, which is unchanged); checking it:", flush=True)
     return _check(out)
+
+
+def _fake_config(args: argparse.Namespace) -> int:
+    from latune.cluster.fake import write_fake
+
+    out = write_fake(Path(args.template), Path(args.out) if args.out else None, Path(args.dir))
+    print(f"wrote {out} (from {args.template}, which is unchanged). On this machine, from any folder:\n"
+          f"    RAY_FAKE_CLUSTER=1 ray up -y {out}\n"
+          f"    RAY_FAKE_CLUSTER=1 ray exec {out} 'cd ~/latune && python -m latune.sweep delta_eps_grid --gpu 0.25 "
+          "--set device=cpu --set optim.epochs=2'   # fake GPUs: train on the CPU\n"
+          f"    RAY_FAKE_CLUSTER=1 ray down -y {out}   # stops this cluster's processes only")
+    return 0
 
 
 def _policy(args: argparse.Namespace) -> int:
