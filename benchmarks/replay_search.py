@@ -461,7 +461,8 @@ def run_arms(record: la_record.Record, arms: Sequence[Arm], args: argparse.Names
     folder = Path(args.out) / "traces"
     folder.mkdir(parents=True, exist_ok=True)
     for arm in arms:
-        key = {"arm": arm.name, "record": record.meta.get("digest") or str(args.record), "repeats": args.repeats,
+        repeats = args.repeats_for.get(arm.sampler, args.repeats)
+        key = {"arm": arm.name, "record": record.meta.get("digest") or str(args.record), "repeats": repeats,
                "workers": args.workers, "budget_epochs": args.budget_epochs, "grace_tau": grace_tau,
                "stopping": STOPPING[arm.stopping]}
         path = folder / f"{arm.name}.json"
@@ -473,9 +474,9 @@ def run_arms(record: la_record.Record, arms: Sequence[Arm], args: argparse.Names
         started = time.perf_counter()
         traces[arm.name] = [replay(record, arm, seed=r, workers=args.workers, budget_epochs=args.budget_epochs,
                                    scorer=scorer, constraints=constraints, grace_tau=grace_tau)
-                            for r in range(args.repeats)]
+                            for r in range(repeats)]
         path.write_text(json.dumps({"key": key, "traces": [_trace_to_json(t) for t in traces[arm.name]]}))
-        print(f"  {arm.name}: {args.repeats} repeats in {time.perf_counter() - started:.0f} s", flush=True)
+        print(f"  {arm.name}: {repeats} repeats in {time.perf_counter() - started:.0f} s", flush=True)
     return traces
 
 
@@ -495,10 +496,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--record", default=str(DEFAULT_RECORD), help="record parquet (benchmarks/la_record.py)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder for replay.png, replay.md, replay.json")
     parser.add_argument("--repeats", type=int, default=30, help="sweeps per arm (sampler seeds 0..N-1)")
+    parser.add_argument("--repeats-for", default="", metavar="SAMPLER=N,...",
+                        help="other repeat counts for some samplers (e.g. gp=10: a GP suggestion takes seconds)")
     parser.add_argument("--workers", type=int, default=2, help="trials at once (the record's machine ran 2)")
     parser.add_argument("--budget-epochs", type=int, default=400, help="epochs each replayed sweep may spend")
     parser.add_argument("--samplers", default="random,nsga2,tpe,gp", help="comma list (latune.sweep.samplers)")
     parser.add_argument("--stopping", default=",".join(STOPPING), help=f"comma list of {', '.join(STOPPING)}")
+    parser.add_argument("--gp-stopping", default="none",
+                        help="the --stopping variants gp runs with (default none: a GP suggestion takes about a "
+                             "second here, and an early-stopping sweep asks ~180 times, so 30 repeats take hours)")
     parser.add_argument("--default", default="tpe", help="the arm latune ships as its default search")
     parser.add_argument("--tau-threshold", type=float, default=0.6, help="es_tau's first rung: tau reaches this")
     parser.add_argument("--live", help="live_check.json of benchmarks/live_check.py, drawn into the PNG")
@@ -508,6 +514,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.small:
         args.repeats, args.samplers, args.stopping = 5, "random,tpe", "none,es_hv2"
+    try:
+        args.repeats_for = {name: int(n) for name, _, n in (item.partition("=") for item in args.repeats_for.split(",")
+                                                             if item)}
+    except ValueError:
+        parser.error(f"--repeats-for: expected SAMPLER=N,..., got {args.repeats_for!r}")
     unknown = [s for s in args.stopping.split(",") if s not in STOPPING]
     if unknown:
         parser.error(f"--stopping: unknown variant {unknown[0]!r}; allowed: {', '.join(STOPPING)}")
@@ -544,7 +555,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     taus = rank_correlations(record)
     grace_tau = grace_from_tau(taus, args.tau_threshold)
     front = front_points(record, constraints)
-    arms = [Arm(s, st) for s in args.samplers.split(",") for st in args.stopping.split(",")]
+    arms = [Arm(s, st) for s in args.samplers.split(",") for st in args.stopping.split(",")
+            if s != "gp" or st in args.gp_stopping.split(",")]
     print(f"record {args.record}: {len(record.runs)} configurations, {record.budget} epochs, "
           f"{record.meta.get('git_commit', '?')}; oracle HV {scorer.oracle:.4f} at reference {scorer.reference}; "
           f"{len(front)} configurations on the validation front; es_tau grace {grace_tau}", flush=True)

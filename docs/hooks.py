@@ -4,17 +4,21 @@
   page in ``docs/`` links ``benchmarks/NAME.png`` (as README.md does from the repository root) and ``--strict``
   finds the target; the PNGs stay where the benchmarks write them.
 - ``on_page_markdown``: the line ``<!-- config-keys -->`` becomes the table of every config key, built from
-  ``latune.config.describe_keys()``, so the documented keys, defaults and comments cannot drift from the code.
+  ``latune.config.describe_keys()``, so the documented keys, defaults and comments cannot drift from the code;
+  and a line ``<!-- include: PATH -->`` (PATH from the repository root, e.g. a benchmark's committed table)
+  becomes that file's text, so a page shows the table a benchmark wrote, never a copy condensed by hand.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from mkdocs.structure.files import File, Files
 
 CONFIG_KEYS_MARKER = "<!-- config-keys -->"
+INCLUDE = re.compile(r"^<!-- include: (\S+) -->$", re.MULTILINE)
 
 
 def _repo_root(config: Any) -> Path:
@@ -49,7 +53,19 @@ def config_keys_table() -> str:
     return "\n".join(parts)
 
 
+def include_files(markdown: str, root: Path) -> str:
+    """Each ``<!-- include: PATH -->`` line replaced by the text of ``root``/PATH (a missing file fails the build)."""
+    def text(match: re.Match) -> str:
+        path = root / match.group(1)
+        if not path.is_file():
+            raise FileNotFoundError(f"docs include: {match.group(1)} does not exist")
+        return path.read_text().rstrip("\n")
+
+    return INCLUDE.sub(text, markdown)
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
+    markdown = include_files(markdown, _repo_root(config))
     if CONFIG_KEYS_MARKER not in markdown:
         return markdown
     return markdown.replace(CONFIG_KEYS_MARKER, config_keys_table())

@@ -173,3 +173,17 @@ def test_readme_is_a_short_front_door():
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; move detail to docs/"
     for page in re.findall(r"\]\((docs/[^)#]+\.md)", "\n".join(lines)):
         assert (ROOT / page).is_file(), page
+
+
+def test_an_include_line_becomes_the_committed_file_and_a_missing_one_fails(tmp_path):
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        hooks = importlib.import_module("hooks")
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    (tmp_path / "table.md").write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
+    page = "Before.\n\n<!-- include: table.md -->\n\nAfter, `<!-- include: table.md -->` inline stays.\n"
+    assert hooks.include_files(page, tmp_path) == (
+        "Before.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nAfter, `<!-- include: table.md -->` inline stays.\n")
+    with pytest.raises(FileNotFoundError, match="docs include: gone.md does not exist"):
+        hooks.include_files("<!-- include: gone.md -->\n", tmp_path)

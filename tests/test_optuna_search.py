@@ -83,7 +83,7 @@ def test_the_sweeps_searcher_has_the_sweeps_sampler_and_names(tmp_path):
     limiter = optuna_search(spec, f"sqlite:///{tmp_path}/o.db", "study", concurrent=2, budget=10)
     inner = limiter.searcher
     assert isinstance(inner, LatuneOptunaSearch) and inner._budget == 10
-    assert isinstance(inner._sampler, optuna.samplers.NSGAIISampler) and inner._constraints == spec.constraints
+    assert isinstance(inner._sampler, optuna.samplers.TPESampler) and inner._constraints == spec.constraints
 
 
 @pytest.mark.parametrize(("name", "kind"), [("nsga2", optuna.samplers.NSGAIISampler),

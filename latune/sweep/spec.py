@@ -16,7 +16,7 @@ A sweep file names a search over latune's config keys; its format (documented in
     # grid sweeps only: a list of such mappings is a union of grids (each block every combination of its own
     # lists, every block naming the same keys; a point two blocks share runs once), e.g. one block with
     # la.delta: [0] and one value of each LA key, so settings LA ignores are not trained again and again
-    search: {algorithm: grid | optuna, sampler: nsga2 | tpe | gp | random, seed: 0, num_samples: 1, max_concurrent: 0}
+    search: {algorithm: grid | optuna, sampler: tpe | nsga2 | gp | random, seed: 0, num_samples: 1, max_concurrent: 0}
     objectives: {clean_acc: max, robust_acc: max, robust_class_error_sd: min}
     resources: {cpu: 1, gpu: 0}           # per trial; gpu may be a fraction (0.25 packs 4 trials per GPU) or "auto"
     max_retries: 0                        # retries of a trial that raised
@@ -70,7 +70,7 @@ class SweepSpec:
     base: dict[str, Any]  # dotted keys fixed for every trial
     space: tuple[Dimension, ...]  # searched keys
     algorithm: Literal["grid", "optuna"] = "grid"  # grid: Tune's grid search; optuna: OptunaSearch
-    sampler: Literal["nsga2", "tpe", "gp", "random"] = "nsga2"  # Optuna sampler (latune.sweep.samplers)
+    sampler: Literal["nsga2", "tpe", "gp", "random"] = "tpe"  # Optuna sampler (latune.sweep.samplers; docs/search.md)
     seed: int = 0  # sampler seed
     num_samples: int = 1  # grid: repeats of the grid; optuna: trials
     max_concurrent: int = 0  # trials at once; 0 = as many as the resources allow
@@ -282,7 +282,7 @@ def _parse_search(search: Any, space: tuple[Dimension, ...]) -> dict[str, Any]:
     algorithm = search.get("algorithm", "grid")
     if algorithm not in ("grid", "optuna"):
         raise _fail("search.algorithm", f"unknown value {algorithm!r}; allowed: grid, optuna")
-    sampler = search.get("sampler", "nsga2")
+    sampler = search.get("sampler", "tpe")
     if sampler not in SAMPLERS:
         raise _fail("search.sampler", f"unknown value {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     fields: dict[str, Any] = {"algorithm": algorithm, "sampler": sampler}
