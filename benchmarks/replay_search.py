@@ -505,7 +505,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--gp-stopping", default="none",
                         help="the --stopping variants gp runs with (default none: a GP suggestion takes about a "
                              "second here, and an early-stopping sweep asks ~180 times, so 30 repeats take hours)")
-    parser.add_argument("--default", default="tpe", help="the arm latune ships as its default search")
+    parser.add_argument("--default", default="gp", help="the arm latune ships as its default search")
     parser.add_argument("--tau-threshold", type=float, default=0.6, help="es_tau's first rung: tau reaches this")
     parser.add_argument("--live", help="live_check.json of benchmarks/live_check.py, drawn into the PNG")
     parser.add_argument("--small", action="store_true", help="5 repeats, random/tpe, none/es_hv2: a quick look")
