@@ -1,8 +1,9 @@
 """Early stopping against full budgets: hypervolume of the Pareto front per trained epoch, on digits.
 
-For each seed, the shipped ``pareto`` sweep (Optuna NSGA-II, its constraint robust_acc >= 0.2) runs twice
-with the same sampler seed and training seed: (a) N trials that all train the whole budget, and (b) M
-trials under early stopping (latune.sweep.scheduler: Pareto-rank ASHA, grace and η below), of which only
+For each seed, the shipped ``pareto`` sweep (its Optuna sampler, NSGA-II when docs/early-stopping.md was
+measured; its constraint robust_acc >= 0.2) runs twice with the same sampler seed and training seed: (a) N trials
+that all train the whole budget, and (b) M trials under early stopping (latune.sweep.scheduler: Pareto-rank
+ASHA, grace and η below), of which only
 what fits in (a)'s total epochs counts. Every epoch any trial trains is one unit of compute; the front's
 hypervolume (full-budget feasible trials only, validation and test split, one common reference point
 ``latune.analysis.pareto.default_reference``: 0 for accuracies, 1 for the SD) is followed against the

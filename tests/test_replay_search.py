@@ -76,7 +76,8 @@ def test_the_oracle_of_a_dominated_record_is_its_star():
 # (NSGA-II is not among them: at 40 trials of 12 configurations its first generation of 10 misses the star in
 # about 40% of seeds, and crossover of parents without it need not make it; a finding, not a sensible search)
 @pytest.mark.parametrize("arm", [replay_search.Arm("random"), replay_search.Arm("tpe"),
-                                 replay_search.Arm("random", "es_hv2"), replay_search.Arm("tpe", "es_epsnet")])
+                                 pytest.param(replay_search.Arm("random", "es_hv2"), marks=pytest.mark.slow),
+                                 replay_search.Arm("tpe", "es_epsnet")])
 def test_every_sensible_search_finds_the_dominating_configuration(arm):
     record = star_record()
     scorer = replay_search.oracle_scorer(record, CONSTRAINTS)
@@ -121,17 +122,22 @@ def test_the_summary_gives_epochs_to_target_and_the_ratio_to_random():
     assert summary["arms"]["tpe"]["hv_mean"] == pytest.approx([0.0, (1 + 1 + 0) / 3, (1 + 1 + 0.95) / 3], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_the_command_writes_its_figures_and_ends_with_one_json_line(tmp_path, capsys):
     record = star_record(seeds=(0, 1))
     path = tmp_path / "record.parquet"
     record.table.to_parquet(path)
+    # 120 epochs: every arm reaches the target in each of the 3 repeats (default_vs_random needs the medians of
+    # tpe and random), at a third of the time of 200 (the early-stopping arms' rung judgements grow with trials)
     assert replay_search.main(["--record", str(path), "--out", str(tmp_path / "out"), "--repeats", "3",
-                               "--budget-epochs", "200", "--samplers", "random,tpe", "--stopping", "none,es_hv2"]) == 0
+                               "--budget-epochs", "120", "--samplers", "random,tpe", "--stopping", "none,es_hv2",
+                               "--default", "tpe", "--repeats-for", "tpe=4"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(last["arms"]) == {"random", "random+es_hv2", "tpe", "tpe+es_hv2"} and last["default"] == "tpe"
     assert last["default_vs_random"] is not None and last["arms"]["tpe"]["ms_per_suggestion"] > 0
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"replay.png", "replay.md", "replay.json", "traces"}
     saved = json.loads((tmp_path / "out" / "replay.json").read_text())
+    assert [saved["arms"][a]["repeats"] for a in ("random", "random+es_hv2", "tpe", "tpe+es_hv2")] == [3, 3, 4, 4]
     assert saved["noise_floor"]["clean_acc"] == 0.0 and saved["oracle_hv"] > 0  # two identical seeds
 
 
@@ -240,3 +246,11 @@ def test_a_record_is_continued_from_the_committed_file_in_another_session(tmp_pa
     record = la_record.load(out)
     assert len(record.runs) == 3 and len(la_record.missing_points("digits", out)) == 217
     assert [p["experiment"] for p in record.meta["parts"]] == [first.name, rest.name]
+
+
+def test_gp_runs_only_the_stopping_variants_given_and_bad_repeat_counts_are_refused(capsys):
+    args = replay_search.parse_args(["--samplers", "random,gp", "--stopping", "none,es_hv2", "--repeats-for", "gp=10"])
+    assert args.repeats_for == {"gp": 10} and args.gp_stopping == "none" and args.default == "gp"
+    with pytest.raises(SystemExit):
+        replay_search.parse_args(["--repeats-for", "gp=ten"])
+    assert "--repeats-for: expected SAMPLER=N,..., got 'gp=ten'" in capsys.readouterr().err
