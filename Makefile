@@ -1,6 +1,7 @@
 # The two commands (README): `make sweep` runs the delta x eps sweep on the embedded digits data with a
-# local Ray, `make test` runs the tests (tests/test_docs.py builds the docs too). `make run` trains one model,
-# `make docs` builds the docs site into site/, `make help` lists the targets.
+# local Ray, `make test` runs the tests (tests/test_docs.py builds the docs too). `make test-fast` runs the unit
+# layer only (every test but those marked slow), `make run` trains one model, `make docs` builds the docs site
+# into site/, `make help` lists the targets.
 # Each builds .venv with pip first (once; again when pyproject.toml or constraints.txt changes), at the versions
 # of constraints.txt: the lock the cluster image (Dockerfile) installs too.
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: sweep run test bench docs help clean
+.PHONY: sweep run test test-fast bench docs help clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# the unit layer: leaves out the tests marked slow (end-to-end runs, simulations, big networks: over ~3 s each)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
 # `make bench`: bench_train (latune against the public recipe and torchattacks, in fp32 and in bf16 +
 # channels_last, each ratio within one setting) and bench_sweep (Ray's cost with MLflow off, MLflow's cost apart).
 bench: $(STAMP)
@@ -36,12 +41,13 @@ docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site
 
 help:
-	@echo "make sweep   the main job: the delta_eps_grid sweep on digits, local Ray and MLflow (./mlflow.db)"
-	@echo "make test    the test suite (the docs build included)"
-	@echo "make run     train one model on digits into runs/digits-la"
-	@echo "make bench   the training and sweep benchmarks (docs/figures.md)"
-	@echo "make docs    build the docs site into site/ (mkdocs build --strict)"
-	@echo "make clean   remove .venv and site/; results (runs/, mlflow.db) stay"
+	@echo "make sweep      the main job: the delta_eps_grid sweep on digits, local Ray and MLflow (./mlflow.db)"
+	@echo "make test       the test suite (the docs build included)"
+	@echo "make test-fast  the unit layer: the tests not marked slow (minutes)"
+	@echo "make run        train one model on digits into runs/digits-la"
+	@echo "make bench      the training and sweep benchmarks (docs/figures.md)"
+	@echo "make docs       build the docs site into site/ (mkdocs build --strict)"
+	@echo "make clean      remove .venv and site/; results (runs/, mlflow.db) stay"
 	@echo "Each target but help and clean builds .venv first, at the versions of constraints.txt."
 
 # keeps the results: runs/ (sweeps, models) and mlflow.db are yours to delete

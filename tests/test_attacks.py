@@ -1,3 +1,4 @@
+import copy
 import warnings
 
 import pytest
@@ -5,8 +6,7 @@ import torch
 from torch import nn
 
 from latune.core.attacks import attack_mode, fgsm, input_gradient, pgd
-from _training import train_clean_small_cnn
-from latune.core.data import load_data, to_float
+from latune.core.data import to_float
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one thread is the fast setting
@@ -17,14 +17,16 @@ def _ce(y):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_data("digits", image_size=16, seed=0)
+def digits(digits8):
+    """digits at their native 8x8: a quarter of the 16x16 preset's work per attack step, the same checks."""
+    return digits8
 
 
 @pytest.fixture(scope="module")
-def trained(digits):
-    """A small CNN trained for a few clean epochs on digits (~97% clean accuracy)."""
-    return train_clean_small_cnn(digits, epochs=4)
+def trained(trained8):
+    """A small CNN trained for 2 clean epochs on 8x8 digits (~95% clean accuracy); the session's
+    (conftest.trained8), which test_audit attacks too; this module's own copy."""
+    return copy.deepcopy(trained8)  # a copy: attacks in train mode move its BatchNorm statistics
 
 
 def test_pgd_stays_in_ball_and_range_and_raises_the_loss(trained, digits):
@@ -86,12 +88,15 @@ def test_zero_gradient_warns():
     assert any("gradient is zero" in str(w.message) for w in caught)
 
 
+@pytest.mark.slow
 def test_pgd40_accuracy_agrees_with_torchattacks(trained, digits):
     torchattacks = pytest.importorskip("torchattacks")
-    # 1000 images: the two attacks' random starts differ, and their accuracies agree to ~0.3 points here
+    # 1000 images: the two attacks' random starts differ, and their accuracies agree to ~0.3 points. At the digits
+    # preset radius the 8x8 model keeps about half its accuracy (measured 0.528 with both attacks): many images
+    # near the decision, where a wrong step rule or start would show
     x = torch.cat([to_float(digits.train.images), to_float(digits.val.images)])[:1000]
     y = torch.cat([digits.train.labels, digits.val.labels])[:1000]
-    for eps in (0.04,):
+    for eps in (0.1,):
         ours = reference = 0
         ta = torchattacks.PGD(trained, eps=eps, alpha=eps / 4, steps=40, random_start=True)
         for start in range(0, len(x), 512):

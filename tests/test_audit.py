@@ -2,6 +2,7 @@
 (``python -m latune.audit``, latune.analysis.checkpoints, latune.tracking.audit_log) on a checkpoint, a Tune
 layout and a real tiny sweep."""
 
+import copy
 import json
 import os
 import subprocess
@@ -13,13 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-from _training import train_clean_small_cnn
 from latune.core.attacks import attack_mode
 from latune.core.audit import AuditWarning, ClassHead, audit
 from latune.analysis.checkpoints import find_targets
 from latune.cli.audit import main
 from latune.config import from_flat, resolve, to_flat
-from latune.core.data import load_data, to_float
+from latune.core.data import to_float
 from latune.core.evaluate import EvalSettings, evaluate
 from latune.core.models import save_checkpoint
 
@@ -34,14 +34,16 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_data("digits", image_size=8, seed=0)
+def digits(digits8):
+    """8x8 digits, the session's (conftest.digits8)."""
+    return digits8
 
 
 @pytest.fixture(scope="module")
-def trained(digits):
-    """A small CNN trained clean for 2 epochs on 8x8 digits (~95% test accuracy), in eval mode."""
-    return train_clean_small_cnn(digits, epochs=2)
+def trained(trained8):
+    """A small CNN trained clean for 2 epochs on 8x8 digits (~95% test accuracy), in eval mode; the session's
+    (conftest.trained8), which test_attacks attacks too; this module's own copy."""
+    return copy.deepcopy(trained8)  # a copy: attacks in train mode move its BatchNorm statistics
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +198,7 @@ def _cli(*args, cwd=None):
                           text=True, timeout=300, cwd=cwd, env=ONE_THREAD)
 
 
+@pytest.mark.slow
 def test_cli_on_a_checkpoint(checkpoint, tmp_path):
     out = tmp_path / "audit" / "result.json"
     done = _cli(checkpoint, "--attack", "pgd40,apgd-ce", "--steps", "3", "--max-images", "64", "--out", out)
@@ -209,6 +212,7 @@ def test_cli_on_a_checkpoint(checkpoint, tmp_path):
     assert report["split"] == "test" and report["images"] == 64 and report["attacks"]["apgd-ce"]["steps"] == 3
 
 
+@pytest.mark.slow
 def test_cli_unknown_attack_is_one_line_exit_2(checkpoint):
     done = _cli(checkpoint, "--attack", "pgd40,cw")
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
@@ -272,6 +276,7 @@ def test_sweep_folder_audits_the_front_at_its_latest_checkpoint(tmp_path, traine
     assert "no checkpoint" in summary["targets"][1]["warnings"][0]
 
 
+@pytest.mark.slow  # a new sqlite MLflow store: seconds of migrations
 def test_audit_is_logged_to_the_trials_mlflow_run(tmp_path, trained, capsys):
     from mlflow.tracking import MlflowClient
 
@@ -296,14 +301,10 @@ def test_audit_is_logged_to_the_trials_mlflow_run(tmp_path, trained, capsys):
 
 
 @pytest.mark.slow
-def test_cli_on_a_real_tiny_sweep(tmp_path, sweep_cli):
-    (tmp_path / "tiny.yaml").write_text(
-        "name: tiny\ndescription: audit test\nbase:\n  eval.eps: {preset: attack.eps}\nspace:\n"
-        "  la.delta: [0.0, 0.2]\nsearch: {algorithm: grid}\nobjectives: {clean_acc: max, robust_acc: max}\n"
-        "resources: {cpu: 1, gpu: 0}\n")
-    swept = sweep_cli(tmp_path / "tiny.yaml", "--verbose", "0", cwd=tmp_path, tiny=True)
-    assert swept.returncode == 0, swept.stdout[-2000:] + swept.stderr[-2000:]
-    (experiment,) = (tmp_path / "runs").iterdir()
+def test_cli_on_a_real_tiny_sweep(tiny_grid_sweep):
+    # the session's tiny grid sweep (conftest.tiny_grid_sweep, which test_sweep checks), not one of its own
+    swept, experiment = tiny_grid_sweep.result, tiny_grid_sweep.experiment
+    assert swept.returncode == 0 and experiment, swept.stdout[-2000:] + swept.stderr[-2000:]
     front = pd.read_parquet(experiment / "results.parquet").query("pareto_rank == 0")["trial_id"].tolist()
     done = _cli(experiment, "--attack", "pgd40", "--steps", "2", "--max-images", "32")
     summary = json.loads(done.stdout.strip().splitlines()[-1])

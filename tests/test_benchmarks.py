@@ -57,6 +57,7 @@ def test_bench_train_quick_pairs_only_same_setting_variants():
     assert flops["pgd_train"] == pytest.approx(23 * flops["forward"], rel=0.05)
 
 
+@pytest.mark.slow
 def test_bench_train_cuda_request_without_cuda_is_a_clean_skip():
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
@@ -69,6 +70,7 @@ def test_bench_train_cuda_request_without_cuda_is_a_clean_skip():
     assert "CUDA" in proc.stderr
 
 
+@pytest.mark.slow
 def test_bench_train_unknown_variant_is_a_usage_error():
     proc = subprocess.run([sys.executable, str(BENCH), "--variants", "latune,nope"], capture_output=True, text=True,
                           timeout=120, cwd=BENCH.parents[1])

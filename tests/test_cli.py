@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -22,15 +23,38 @@ def _cli(*args, cwd=None):
                           timeout=600, cwd=cwd, env=_OFFLINE)
 
 
+def _cli_at_once(folder, *commands, timeout=600):
+    """Each of ``commands`` (argument lists) run by the CLI at the same time, in its own process (one thread each:
+    two of them keep two cores busy); their CompletedProcess, in order. Output goes to files in ``folder``."""
+    started = []
+    for index, args in enumerate(commands):
+        out, err = (folder / f"cli{index}.{stream}" for stream in ("out", "err"))
+        with out.open("w") as stdout, err.open("w") as stderr:
+            started.append((subprocess.Popen([sys.executable, "-m", "latune.train", *args], stdout=stdout,
+                                             stderr=stderr, text=True, env=_OFFLINE), out, err))
+    deadline = time.monotonic() + timeout
+    try:
+        codes = [process.wait(timeout=max(1.0, deadline - time.monotonic())) for process, _, _ in started]
+    finally:
+        for process, _, _ in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return [subprocess.CompletedProcess(process.args, code, out.read_text(), err.read_text())
+            for (process, out, err), code in zip(started, codes)]
+
+
 @pytest.mark.slow
 def test_adversarial_training_on_digits_beats_an_undefended_model(tmp_path):
-    # eval.every=4: validation (PGD-40) only on the first and last epochs, the suite's slowest test made cheaper
-    defended = _cli("--data", "digits", "--out", str(tmp_path / "la"), "--set", "optim.epochs=4",
-                    "--set", "la.delta=0.1", "--set", "attack.eps=0.1", "--corruptions", "noise",
-                    "--set", "eval.every=4")
+    # eval.every=4: validation (PGD-40) only on the first and last epochs, the suite's slowest test made cheaper;
+    # the two trainings run side by side (one thread each), in about the time of the defended one alone
+    defended, undefended = _cli_at_once(
+        tmp_path,
+        ["--data", "digits", "--out", str(tmp_path / "la"), "--set", "optim.epochs=4", "--set", "la.delta=0.1",
+         "--set", "attack.eps=0.1", "--corruptions", "noise", "--set", "eval.every=4"],
+        ["--data", "digits", "--out", str(tmp_path / "std"), "--set", "optim.epochs=4", "--set", "attack.eps=0",
+         "--set", "eval.eps=0.1", "--set", "eval.every=4", "--quiet"])
     assert defended.returncode == 0, defended.stderr
-    undefended = _cli("--data", "digits", "--out", str(tmp_path / "std"), "--set", "optim.epochs=4",
-                      "--set", "attack.eps=0", "--set", "eval.eps=0.1", "--set", "eval.every=4", "--quiet")
     assert undefended.returncode == 0, undefended.stderr
 
     record = json.loads((tmp_path / "la" / "metrics.json").read_text())
@@ -72,9 +96,9 @@ def test_help_lists_every_config_key():
     (["--corruptions", "rain"], "error: --corruptions rain: eval.corruptions: unknown 'rain'; allowed: none, all"),
     (["--corruptions-dir", "/tmp"], "error: --corruptions-dir /tmp: eval.corruptions_dir: must be none unless "
                                     "data.name is cifar10"),
-    (["--corruptions", "all", "--set", "eval.corruption_baseline=/no/metrics.json"],
-     "error: --set eval.corruption_baseline=/no/metrics.json: eval.corruption_baseline: cannot read final metrics "
-     "from '/no/metrics.json'"),
+    pytest.param(["--corruptions", "all", "--set", "eval.corruption_baseline=/no/metrics.json"],
+                 "error: --set eval.corruption_baseline=/no/metrics.json: eval.corruption_baseline: cannot read final "
+                 "metrics from '/no/metrics.json'", marks=pytest.mark.slow),  # seconds; the other cases under one
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragment):
     out = tmp_path / "out"
@@ -84,6 +108,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragmen
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_missing_data_set_offline_says_where_to_put_it(tmp_path):
     out = tmp_path / "out"
     result = _cli("--data", "svhn", "--data-dir", str(tmp_path / "data"), "--out", str(out))
@@ -91,6 +116,7 @@ def test_missing_data_set_offline_says_where_to_put_it(tmp_path):
     assert "download failed" in result.stderr and result.stderr.strip().count("\n") == 0 and not out.exists()
 
 
+@pytest.mark.slow  # torch is loaded to find the device missing: seconds
 @pytest.mark.parametrize("device", ["cuda", "cuda:99"])
 def test_a_device_this_machine_lacks_is_one_line_exit_2(tmp_path, device):
     import torch

@@ -179,6 +179,7 @@ def test_the_public_names_are_the_implementations():
         latune.nope  # noqa: B018
 
 
+@pytest.mark.slow
 def test_import_latune_loads_no_torch_and_python_m_latune_train_keeps_the_function():
     code = ("import sys, latune\nprint('torch' in sys.modules)\n"
             "import runpy\nsys.argv = ['latune.train', '--help']\n"
@@ -192,6 +193,7 @@ def test_import_latune_loads_no_torch_and_python_m_latune_train_keeps_the_functi
     assert lines[-1] == "True", "after python -m latune.train, latune.train is not the training function"
 
 
+@pytest.mark.slow
 def test_importing_a_submodule_never_shadows_an_exported_function():
     code = ("import latune.train\nimport latune\nfrom latune.core.train import train\n"
             "import latune.train as shim\nprint(latune.train is train, shim is train, latune.SweepSpec.__name__)")

@@ -14,20 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from _mlflow_helpers import MlflowServer, clean_env, free_port
+from _mlflow_helpers import clean_env, free_port
 from latune.cluster import doctor
 from latune.cli.cluster import main
 from latune.cluster.doctor import (Check, gpu_check, guarded, mlflow_check, ray_resources_check, storage_check,
                                    torch_cuda_check, versions_check)
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """One real ``mlflow server`` on 127.0.0.1 for the module (its start is most of this file's time)."""
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
-    server.start()
-    yield server
-    server.stop()
+# mlflow_server: the session's real ``mlflow server`` on 127.0.0.1 (conftest.py; its start is most of this file's
+# time, so the tests that need it are marked slow)
 
 
 @pytest.fixture
@@ -46,6 +41,7 @@ def _row(output: str, name: str, worker: bool = False) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_doctor_on_this_machine_reports_no_gpu_and_exits_2(tmp_path, mlflow_url):
     done = _doctor("--storage", (tmp_path / "store").as_uri(), "--tracking-uri", mlflow_url)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -60,6 +56,7 @@ def test_doctor_on_this_machine_reports_no_gpu_and_exits_2(tmp_path, mlflow_url)
     assert list((tmp_path / "store").iterdir()) == []  # the test object is gone, and its folder
 
 
+@pytest.mark.slow
 def test_doctor_without_gpu_checks_exits_0_when_the_rest_passes(tmp_path, mlflow_url):
     done = _doctor("--gpu", "none", "--storage", (tmp_path / "store").as_uri(), "--tracking-uri", mlflow_url)
     versions_ok = _row(done.stdout, "versions").startswith("ok")  # this environment against constraints.txt
@@ -88,6 +85,7 @@ def test_storage_check_round_trip_and_failure(tmp_path):
     assert storage_check(None).ok is None
 
 
+@pytest.mark.slow
 def test_mlflow_check_passes_on_a_real_server_and_fails_on_a_closed_port(mlflow_server):
     ok = mlflow_check(mlflow_server.url)
     assert ok.ok is True and "server healthy" in ok.detail

@@ -24,7 +24,6 @@ from mlflow import MlflowClient
 
 from latune.tracking.sync import read_trials, sync
 
-pytestmark = pytest.mark.slow
 BUDGET, RUNGS = 4, (1, 2)
 SWEEP = {
     "name": "es", "description": "early-stopping test sweep",
@@ -115,6 +114,7 @@ def _check_outcomes(experiment: Path, slack: int = 0) -> pd.DataFrame:
     return table
 
 
+@pytest.mark.slow
 def test_an_optuna_sweep_with_early_stopping_prunes_everywhere_alike(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = _start(tmp_path, "--tracking-uri", uri, "--verbose", "1", log="out.log")
@@ -147,6 +147,7 @@ def test_an_optuna_sweep_with_early_stopping_prunes_everywhere_alike(tmp_path):
         assert run.data.metrics["epoch"] == row["epochs_done"]
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_with_early_stopping_resumes_with_its_rungs(tmp_path):
     proc = _start(tmp_path, "--no-mlflow", "--verbose", "0", log="first.log")
     deadline = time.monotonic() + 400
@@ -180,6 +181,7 @@ def test_an_interrupted_sweep_with_early_stopping_resumes_with_its_rungs(tmp_pat
         assert not set(stops) & passed, (trial_id, reports, after[trial_id])  # never judged at them again
 
 
+@pytest.mark.slow  # a new sqlite MLflow store: seconds of migrations
 def test_the_backfill_marks_pruned_trials_as_the_live_sweep_does(tmp_path):
     """latune.sync reads the STOP from result.json's done flag: KILLED with latune.status=pruned, never on the front."""
     folder = fake_sweep(tmp_path, {"aaaaa_00000": {"delta": 0.0, "scores": [(0.5, 0.2, 0.3), (0.6, 0.3, 0.2)]},
@@ -203,6 +205,7 @@ def test_the_backfill_marks_pruned_trials_as_the_live_sweep_does(tmp_path):
     assert runs["aaaaa_00001"].data.tags["pareto"] == "false" and runs["aaaaa_00000"].data.tags["pareto"] == "true"
 
 
+@pytest.mark.slow
 def test_a_grid_sweep_stops_early_with_the_cli_flag(tmp_path):
     """--early-stopping GRACE,ETA on a grid sweep without early_stopping in its file. One trial at a time: the first
     trial is the first at every rung, so it always goes on; the others meet the results before them."""

@@ -24,6 +24,12 @@ CASES = [
     ("resnet50", 3, 32, True),
     ("resnet50", 3, 64, None),
 ]
+HEAVY = ("wrn34_10", "resnet50")  # seconds per forward and backward pass on a 2-core CPU: marked slow
+
+
+def _marked(cases):
+    """``cases`` for parametrize, those of a HEAVY architecture marked slow."""
+    return [pytest.param(*case, marks=pytest.mark.slow) if case[0] in HEAVY else case for case in cases]
 
 
 def _build(arch: str, in_channels: int = 3, image_size: int = 32, small_stem: bool | None = None, seed: int = 0):
@@ -41,7 +47,7 @@ def test_cases_cover_every_model():
     assert {case[0] for case in CASES} == set(MODELS)
 
 
-@pytest.mark.parametrize("arch,in_channels,image_size,small_stem", CASES)
+@pytest.mark.parametrize("arch,in_channels,image_size,small_stem", _marked(CASES))
 def test_forward_shape_finite_and_input_gradient(arch, in_channels, image_size, small_stem):
     model = _build(arch, in_channels, image_size, small_stem)
     x = torch.rand(2, in_channels, image_size, image_size, requires_grad=True)
@@ -134,7 +140,7 @@ def test_small_cnn_is_much_smaller_than_preact_resnet18():
     assert _n_params(_build("small_cnn")) * 50 < _n_params(_build("preact_resnet18"))
 
 
-@pytest.mark.parametrize("arch,image_size", [("small_cnn", 16), ("preact_resnet18", 32), ("resnet50", 32)])
+@pytest.mark.parametrize("arch,image_size", _marked([("small_cnn", 16), ("preact_resnet18", 32), ("resnet50", 32)]))
 def test_checkpoint_round_trip(tmp_path, arch, image_size):
     model = _build(arch, image_size=image_size)
     # A train-mode pass moves the BatchNorm running stats away from their init values,

@@ -181,8 +181,9 @@ def test_render_without_outcome_files_says_so(table):
 
 @pytest.mark.slow
 def test_report_cli_on_a_tiny_real_sweep(tmp_path):
-    """Standard, Adv and Adv+ (2 seeds of Adv and Adv+) with noise corruptions at two severities; the report
-    has every role, the corruption columns filled, and is attached to the sweep's MLflow parent run."""
+    """Standard and Standard+LA (one seed each), Adv and Adv+ (2 seeds each: the seed-level test) with noise
+    corruptions at two severities; the report has every role, the corruption columns filled, and is attached to
+    the sweep's MLflow parent run."""
     from mlflow import MlflowClient
 
     sweep = tmp_path / "mini.yaml"
@@ -190,7 +191,9 @@ def test_report_cli_on_a_tiny_real_sweep(tmp_path):
         "name": "mini", "description": "report test",
         "base": {"optim.epochs": 1, "data.limit_train": 128, "eval.max_images": 64, "eval.steps": 3,
                  "attack.steps": 2, "eval.corruptions": "noise", "eval.corruption_severities": [1, 5]},
-        "space": {"attack.eps": [0.0, 0.1], "la.delta": [0.0, 0.2], "seed": [0, 1]},
+        # a list of grids: 6 trials, not the 8 of one grid with both seeds of the Standard arms too
+        "space": [{"attack.eps": [0.0], "la.delta": [0.0, 0.2], "seed": [0]},
+                  {"attack.eps": [0.1], "la.delta": [0.0, 0.2], "seed": [0, 1]}],
         "search": {"algorithm": "grid"}, "resources": {"cpu": 1, "gpu": 0},
         "objectives": {"clean_acc": "max", "robust_acc": "max", "mce": "min"}}))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -202,7 +205,7 @@ def test_report_cli_on_a_tiny_real_sweep(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr[-3000:]
     text = report.stdout
-    assert "8 of 8 trials finished" in text and "figures on the held-out test split" in text
+    assert "6 of 6 trials finished" in text and "figures on the held-out test split" in text
     for role in ("Standard", "Adv", "Adv+ δ=0.2", "Standard+LA δ=0.2"):
         assert f"| {role} |" in text
     assert "## Adv arms against Adv" in text and "%" in text.split("## Adv arms against Adv")[1]
@@ -215,7 +218,7 @@ def test_report_cli_on_a_tiny_real_sweep(tmp_path):
     assert f"{plus['test_mce'].mean() * 100:.1f} ±" in text
     assert (next(tmp_path.glob("runs/mini-digits-*")) / "report.md").read_text() in text
     # every trial left its per-image test outcomes in its Tune folder: the report has intervals for every setting
-    assert len(list(tmp_path.glob("runs/mini-digits-*/*/test_outcomes.npz"))) == 8
+    assert len(list(tmp_path.glob("runs/mini-digits-*/*/test_outcomes.npz"))) == 6
     intervals = text.split("## 95% intervals")[1]
     assert "1000 bootstrap replicates" in intervals and "corr. worst-class acc" in intervals
     assert re.search(r"\nAdv\+ δ=0\.2 #\d+ against Adv #\d+: test-image intervals exclude 0 for ", intervals)

@@ -25,7 +25,8 @@ def test_nsga2_leaves_its_first_generation_within_a_16_trial_sweep():
     assert generations == {0, 1, 2, 3}, generations  # Optuna default: {0}
 
 
-@pytest.mark.parametrize("name", SAMPLERS)
+# gp fits a Gaussian process for each trial: seconds
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "gp" else n for n in SAMPLERS])
 def test_every_sampler_runs_a_constrained_categorical_study(name):
     """Three objectives, categorical choices (as the replay asks), constraints by Trial.set_constraint."""
     def objective(trial):

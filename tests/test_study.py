@@ -92,6 +92,7 @@ def _results(folder: Path) -> None:
         {"eps": 0.3, "results": "results-eps0.3.parquet", "outcomes": "outcomes-eps0.3.npz"}]}))
 
 
+@pytest.mark.slow
 def test_tables_only_writes_the_reports_and_tables_from_the_results_files(tmp_path):
     results = tmp_path / "results"
     _results(results)

@@ -6,25 +6,16 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-import yaml
+from conftest import OBJECTIVES, write_sweep as _write
 
 from latune.config import ConfigError
 from latune.analysis.pareto import non_dominated_ranks
 from latune.sweep.run import error_line, plan_resources
 from latune.sweep.spec import parse_sweep
 
-OBJECTIVES = {"clean_acc": "max", "robust_acc": "max", "robust_class_error_sd": "min"}
 # lr 1e12 without momentum blows the small CNN up within the 2 tiny epochs: train raises FloatingPointError
 DIVERGE = ("--set", "optim.momentum=0", "--set", "optim.nesterov=false")
 HUGE_LR = 1.0e12
-
-
-def _write(tmp_path, name, **sweep):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"name": name, "description": f"test sweep {name}",
-                                    "base": {"eval.eps": {"preset": "attack.eps"}},
-                                    "resources": {"cpu": 1, "gpu": 0}, **sweep}, sort_keys=False))
-    return path
 
 
 def _experiment(tmp_path, name):
@@ -54,16 +45,14 @@ def _assert_ranks_agree(table):
 
 
 @pytest.mark.slow
-def test_grid_sweep_writes_one_row_per_trial_with_pareto_ranks(tmp_path, sweep_cli):
-    # a list of grids (their union, through Tune's variant generator): the first block's points are in the
-    # second too and run once, so these are the 4 points of la.delta x attack.eps
-    space = [{"la.delta": [0.0], "attack.eps": [0.0, 0.1]}, {"la.delta": [0.0, 0.2], "attack.eps": [0.0, 0.1]}]
-    path = _write(tmp_path, "tiny_grid", space=space, search={"algorithm": "grid"}, objectives=OBJECTIVES)
-    result = sweep_cli(path, "--verbose", "0", cwd=tmp_path, tiny=True)
+def test_grid_sweep_writes_one_row_per_trial_with_pareto_ranks(tiny_grid_sweep):
+    # the session's shared grid sweep (conftest.tiny_grid_sweep): the 4 points of la.delta x attack.eps, given as
+    # a list of two grids that overlap
+    result = tiny_grid_sweep.result
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Pareto front (" in result.stdout and "trials: 4 terminated" in result.stdout
 
-    experiment = _experiment(tmp_path, "tiny_grid")
+    experiment = _experiment(tiny_grid_sweep.folder, "tiny_grid")
     table = _table(experiment)
     assert f"results: {experiment / 'results.parquet'}" in result.stdout
     assert len(table) == 4 and table["trial_id"].is_unique

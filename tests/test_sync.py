@@ -53,6 +53,7 @@ def test_read_trials_infers_status_from_the_files(tmp_path):
     assert "FloatingPointError" in records["abcde_00003"].error and len(records["abcde_00000"].history) == 2
 
 
+@pytest.mark.slow  # with the module's store (MLflow migrates it for seconds), as each test that uses it
 def test_sync_logs_each_trial_once_with_history_status_and_front(tmp_path, store):
     folder = fake_sweep(tmp_path, TRIALS, name="layout")
     tracker = sync(str(folder), tracking_uri=store)
@@ -92,6 +93,7 @@ def test_sync_logs_each_trial_once_with_history_status_and_front(tmp_path, store
         (k, pytest.approx(hypervolume(finals[:k], list(OBJECTIVES.values()), reference))) for k in (1, 2, 3)]
 
 
+@pytest.mark.slow
 def test_sync_adds_only_missing_epochs_and_never_a_second_run(tmp_path, store):
     folder = fake_sweep(tmp_path, {k: TRIALS[k] for k in ("abcde_00000", "abcde_00001")}, name="partial")
     complete = {p: p.read_text() for p in folder.glob("*/result.json")}
@@ -115,6 +117,7 @@ def test_sync_adds_only_missing_epochs_and_never_a_second_run(tmp_path, store):
         assert [m.step for m in client.get_metric_history(run.info.run_id, "pareto_rank")] == [0, 2]  # -1, then 0
 
 
+@pytest.mark.slow
 def test_cli_backfills_and_reports_bad_folders_in_one_line(tmp_path, store, capsys):
     folder = fake_sweep(tmp_path, {"abcde_00000": TRIALS["abcde_00000"]}, name="cli")
     done = subprocess.run([sys.executable, "-m", "latune.sync", str(folder), "--tracking-uri", store],

@@ -1,7 +1,7 @@
 """MLflow tracking of sweeps: the real sweep CLI logging over HTTP to a real ``mlflow server``.
 
-One server for the module (sqlite backend, proxied artifacts, all in tmp). Sweeps are tiny (digits,
-3 trials x 2 epochs, one of which diverges); the one interrupted part-way runs one trial at a time.
+One server for the session (conftest.mlflow_server: sqlite backend, proxied artifacts, all in tmp). Sweeps are
+tiny (digits, 3 trials x 2 epochs, one of which diverges); the one interrupted part-way runs one trial at a time.
 """
 
 import json
@@ -40,15 +40,12 @@ resources: {{{{cpu: 1, gpu: 0}}}}
 TINY = ("optim.epochs=2", "data.limit_train=128", "eval.max_images=64", "eval.steps=5", "attack.steps=2")
 RAY_KEYS = {"timestamp", "pid", "time_total_s", "training_iteration", "time_this_iter_s", "done", "node_ip",
             "iterations_since_restore", "time_since_restore"}
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
-    server.start()
-    yield server
-    server.stop()
+def server(mlflow_server):
+    """The session's ``mlflow server`` (conftest.mlflow_server), test_cluster_doctor's too."""
+    return mlflow_server
 
 
 def _sweep(folder: Path, name: str, server: MlflowServer, *args: str, concurrent: int = 1) -> subprocess.Popen:
@@ -128,6 +125,7 @@ def resumed(server, tmp_path_factory):
         resume_rc=resume_rc, output=(folder / "mlresume.out").read_text() + (folder / "mlresume.err").read_text())
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_into_the_same_runs(resumed):
     assert "Experiment has been interrupted" in resumed.output and resumed.interrupted_rc in (0, 130)
     assert resumed.resume_rc == 0, resumed.output[-3000:]
@@ -146,6 +144,7 @@ def test_an_interrupted_sweep_resumes_into_the_same_runs(resumed):
     assert any(t in resumed.front_while_interrupted.stdout for t in finished)
 
 
+@pytest.mark.slow
 def test_one_nested_run_per_trial_with_the_resolved_config_as_params(resumed):
     (parent,), children = _runs(resumed.client, "mlresume")
     trials = _trials(resumed.experiment_path)
@@ -164,6 +163,7 @@ def test_one_nested_run_per_trial_with_the_resolved_config_as_params(resumed):
         assert run.data.params["model.arch"] == "small_cnn" and run.data.params["optim.epochs"] == "2"
 
 
+@pytest.mark.slow
 def test_every_metric_every_epoch_and_no_ray_internals(resumed):
     client = resumed.client
     _, children = _runs(client, "mlresume")
@@ -179,6 +179,7 @@ def test_every_metric_every_epoch_and_no_ray_internals(resumed):
         assert [m.step for m in client.get_metric_history(run.info.run_id, "test_robust_acc")] == last
 
 
+@pytest.mark.slow
 def test_tags_and_artifacts(resumed):
     client = resumed.client
     (parent,), children = _runs(client, "mlresume")
@@ -200,6 +201,7 @@ def test_tags_and_artifacts(resumed):
     assert "<script src=" not in page and "Plotly.newPlot" in page  # plotly.js embedded: works offline
 
 
+@pytest.mark.slow
 def test_pareto_ranks_tags_and_hypervolume_match_results_parquet(resumed, capsys, tmp_path):
     client = resumed.client
     (parent,), children = _runs(client, "mlresume")
@@ -237,6 +239,7 @@ def test_pareto_ranks_tags_and_hypervolume_match_results_parquet(resumed, capsys
         expected.to_numpy())
 
 
+@pytest.mark.slow
 def test_server_down_mid_sweep_then_sync_backfills_without_duplicates(server, tmp_path):
     client = MlflowClient(server.url)
     process = _sweep(tmp_path, "mldown", server, concurrent=2)

@@ -17,22 +17,31 @@ def _run(**overrides):
     return [e.metrics for e in train(from_flat({**TINY, **overrides}))]
 
 
-def test_same_seed_gives_identical_metrics():
-    first, second = _run(), _run()
+@pytest.fixture(scope="module")
+def tiny_run():
+    """The metrics of each epoch of one TINY run, trained once for the tests that read it."""
+    return _run()
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_metrics(tiny_run):
+    first, second = tiny_run, _run()
     for a, b in zip(first, second):
         assert {k: a[k] for k in DETERMINISTIC_KEYS} == {k: b[k] for k in DETERMINISTIC_KEYS}
 
 
-def test_resume_from_a_snapshot_continues_exactly():
+@pytest.mark.slow
+def test_resume_from_a_snapshot_continues_exactly(tiny_run):
     config = from_flat(TINY)
-    straight = [e.metrics for e in train(config)]
-    first_epoch = next(iter(train(config)))
+    straight = tiny_run
+    first_epoch = next(iter(train(config)))  # the generator stops here: only epoch 1 is trained
     snapshot = first_epoch.state_dict()
     resumed = [e.metrics for e in train(config, resume=snapshot)]
     assert [m["epoch"] for m in resumed] == [2]
     assert {k: resumed[0][k] for k in DETERMINISTIC_KEYS} == {k: straight[1][k] for k in DETERMINISTIC_KEYS}
 
 
+@pytest.mark.slow
 def test_every_report_has_validation_metrics_and_the_last_has_test_metrics():
     metrics = _run(**{"optim.epochs": 4, "eval.every": 3})
     assert [m["eval_epoch"] for m in metrics] == [1, 1, 3, 4]  # first, every 3rd, last; carried forward between
@@ -43,6 +52,7 @@ def test_every_report_has_validation_metrics_and_the_last_has_test_metrics():
     assert len(last["robust_class_error"]) == 10
 
 
+@pytest.mark.slow
 def test_test_every_adds_test_curves_without_touching_training():
     """eval.test_every=1: clean and robust test_* metrics every epoch (a record's learning curves), the same
     training as without them (evaluation draws from its own generator), the full test evaluation at the end."""
@@ -53,7 +63,8 @@ def test_test_every_adds_test_curves_without_touching_training():
     for a, b in zip(plain, curves):
         assert {k: a[k] for k in DETERMINISTIC_KEYS} == {k: b[k] for k in DETERMINISTIC_KEYS}
     assert curves[-1]["test_robust_acc"] == plain[-1]["test_robust_acc"]
-    assert "test_clean_acc" not in _run(**{"optim.epochs": 3, "eval.test_every": 2})[0]
+    every_2nd = train(from_flat({**TINY, "optim.epochs": 3, "eval.test_every": 2}))
+    assert "test_clean_acc" not in next(iter(every_2nd)).metrics  # epoch 1 only: the rest is not trained
 
 
 def test_la_off_has_no_transformation_head():
@@ -77,8 +88,8 @@ def test_variants_train(overrides):
     assert math.isfinite(metrics[-1]["train_loss"]) and 0 <= metrics[-1]["test_clean_acc"] <= 1
 
 
-def test_cosine_schedule_ends_near_zero():
-    assert _run()[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
+def test_cosine_schedule_ends_near_zero(tiny_run):
+    assert tiny_run[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_diverging_loss_raises():
@@ -86,6 +97,7 @@ def test_diverging_loss_raises():
         _run(**{"optim.lr": 1e12, "optim.epochs": 1, "optim.nesterov": False, "optim.momentum": 0.0})
 
 
+@pytest.mark.slow
 def test_corruption_metrics_every_report_first_as_nan_then_measured():
     metrics = _run(**{"optim.epochs": 3, "eval.corruptions": "fog,gaussian_noise", "eval.corruption_severities": "1,5",
                       "eval.corruption_every": 2, "eval.corruption_max_images": 32})
@@ -103,6 +115,7 @@ def test_corruption_metrics_every_report_first_as_nan_then_measured():
         assert last[f"{prefix}corruption_acc"] == pytest.approx(1 - sum(ce) / 4)
 
 
+@pytest.mark.slow
 def test_corruption_baseline_from_a_metrics_json(tmp_path):
     import json
 
@@ -197,6 +210,7 @@ def test_augment_only_transforms_the_images_and_keeps_the_plain_labels(marker_se
     assert "transform_acc" not in metrics  # no transformation head to score
 
 
+@pytest.mark.slow
 def test_the_transformation_head_learns_the_transformations():
     # standard training with LA on every image: after 3 epochs the head names the op's group well above chance
     config = from_flat({"device": "cpu", "attack.eps": 0, "la.delta": 0.3, "la.p": 1, "la.severity": 10,
