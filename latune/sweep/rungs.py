@@ -191,9 +191,9 @@ def _hypervolume_order(points: Any, limit: int | None = None) -> list[int]:
     minimise = ["min"] * points.shape[1]
     reference = [_HV_REFERENCE] * points.shape[1]
     limit = len(points) if limit is None else min(limit, len(points))
-    # heap of (-gain bound, row, step at which the bound was computed): the lowest row first among equal bounds
     # alone, a row dominates the box between it and the reference (the rows lie in [0, 1] < 1.1)
     alone = np.prod(_HV_REFERENCE - points, axis=1)
+    # heap of (-gain bound, row, step at which the bound was computed): the lowest row first among equal bounds
     bounds = [(-float(volume), i, 0) for i, volume in enumerate(alone)]
     heapq.heapify(bounds)
     order: list[int] = []
@@ -248,10 +248,11 @@ def rung_order(values: Any, directions: Sequence[str], violations: Sequence[floa
     finite = ~np.isnan(q).any(axis=1)
     low, high = (np.nanmin(q[finite], axis=0), np.nanmax(q[finite], axis=0)) if finite.any() else (0.0, 1.0)
     scaled = (q - low) / np.where(high > low, high - low, 1.0)
-    def left() -> int | None:
+    order: list[int] = []
+
+    def left() -> int | None:  # how many more of the order are wanted (None: all)
         return None if limit is None else max(limit - len(order), 0)
 
-    order: list[int] = []
     order += _ranked(q, np.flatnonzero(finite & (gap == 0)), scaled, front_order, left())
     # infeasible: the violation is one more objective (minimised), so a rung where every result still misses
     # an absolute bound (early epochs) keeps ranking by all the objectives, not by the constrained metric alone
