@@ -15,9 +15,18 @@ Does label augmentation narrow class gaps on MNIST, and is it the labels or the 
 3. keeps what the README's tables need under RESULTS (default benchmarks/results/mnist_paper_table): per radius
    the sweep's results table (``results-eps<r>.parquet``) and every trial's per-image test outcomes in one
    compressed file (``outcomes-eps<r>.npz``), and ``study.json``; then writes from those files alone the report
-   of each radius (``report-eps<r>.md``, latune.analysis.report with intervals) and ``tables.md``.
+   of each radius (``report-eps<r>.md``, latune.analysis.report with intervals) and ``tables.md``;
+4. audits every trial with ``latune audit`` (torchattacks' PGD-40 and APGD-CE on the first ``--audit-images``
+   test images): the K+M head and attacks on the LA target could mask gradients, which PGD-40 alone would not
+   show. Each trial's report lands in ``audit-eps<r>.json`` as soon as it is done, and tables.md gets an audit
+   table per radius.
+
+It resumes: run the same command again and a radius whose sweep finished is not trained again, an interrupted
+sweep continues (``latune sweep --resume``), audited trials are skipped, and study.json is rewritten after each
+radius, so the radii done so far can be committed while the next one runs.
 
     python benchmarks/study_mnist_paper_table.py --out study/          # the full study (hours on a 2-core CPU)
+    python benchmarks/study_mnist_paper_table.py --out study/          # again: resumes where it stopped
     python benchmarks/study_mnist_paper_table.py --out study/ --radii 0.3 --epochs 3 --set eval.every=100
     python benchmarks/study_mnist_paper_table.py --out /tmp/s --small  # a few hundred images, for the tests
     python benchmarks/study_mnist_paper_table.py --tables-only         # the reports and tables.md from RESULTS
@@ -44,6 +53,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout: latune without installing it
 from latune.config import PRESETS  # noqa: E402
+from latune.files import write_json_atomic  # noqa: E402
 
 DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "mnist-test"
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "mnist_paper_table"
@@ -52,7 +62,9 @@ PRESET_EPS = PRESETS["mnist"]["attack.eps"]
 PRESET_EPOCHS = PRESETS["mnist"]["optim.epochs"]
 # --small: what the test runs (a few hundred images, 1 epoch, 1 seed, 2 corruptions, short attacks)
 SMALL = {"train_images": 400, "test_images": 200, "epochs": 1, "seeds": "0", "radii": str(PRESET_EPS),
-         "corruptions": "gaussian_noise,fog", "sets": ["eval.steps=5", "attack.steps=2"], "bootstrap": 200}
+         "corruptions": "gaussian_noise,fog", "sets": ["eval.steps=5", "attack.steps=2"], "bootstrap": 200,
+         "audit_images": 40, "audit_steps": 3}
+AUDIT_ATTACKS = ("pgd40", "apgd-ce")
 
 
 def sweep_seeds(raw: dict) -> list[int]:
@@ -140,12 +152,70 @@ def run_radius(eps: float, args: argparse.Namespace, data_dir: Path, out: Path) 
     if abs(eps - PRESET_EPS) > 1e-12:  # pins attack.eps: the sweep's ε = 0 (Standard) arms are dropped
         sets += [f"attack.eps={eps}", f"eval.eps={eps}"]
     sweep = sweep_file(args.seeds, eps, out)
-    command = [sys.executable, "-m", "latune.sweep", sweep, "--data", "mnist", "--data-dir", str(data_dir),
-               "--storage", str(out / "runs"), "--name", name, "--no-mlflow", "--verbose", "0",
-               *[a for s in sets for a in ("--set", s)]]
-    sweep_s = _run(command, out / f"{name}.sweep.log")
-    files = keep_results(out / "runs" / name, args.results, eps)
-    return {"eps": eps, "sweep": Path(sweep).name, "sets": sets, "sweep_s": round(sweep_s, 1), **files}
+    experiment = out / "runs" / name
+    if (experiment / "results.parquet").is_file():  # written when the sweep ends: this radius is trained
+        sweep_s = None
+    else:
+        resume = ["--resume"] if experiment.is_dir() else []  # an interrupted sweep goes on where it stopped
+        command = [sys.executable, "-m", "latune.sweep", sweep, "--data", "mnist", "--data-dir", str(data_dir),
+                   "--storage", str(out / "runs"), "--name", name, *resume, "--no-mlflow", "--verbose", "0",
+                   *[a for s in sets for a in ("--set", s)]]
+        sweep_s = round(_run(command, out / f"{name}{'.resumed' if resume else ''}.sweep.log"), 1)
+    files = keep_results(experiment, args.results, eps)
+    return {"eps": eps, "sweep": Path(sweep).name, "sets": sets, "sweep_s": sweep_s, **files}
+
+
+def _audit_trial(folder: str, args: argparse.Namespace, scratch: Path) -> dict:
+    """``latune audit`` of one trial folder (its latest checkpoint): the attacks' figures and the checks fired."""
+    report_file = scratch / f"{Path(folder).name}.json"
+    steps = ["--steps", str(args.audit_steps)] if args.audit_steps else []
+    command = [sys.executable, "-m", "latune", "audit", folder, "--attack", ",".join(AUDIT_ATTACKS),
+               "--max-images", str(args.audit_images), "--device", "cpu", *steps, "--out", str(report_file)]
+    # one core per audit, two audits at a time: the same share as the sweep's trials (resources: cpu 1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
+    if done.returncode not in (0, 3):  # 3: a check fired, which is a finding, not a failure
+        raise SystemExit(f"error: latune audit {folder} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    report = json.loads(report_file.read_text())["reports"][0]
+    keep = ("eps", "images", "clean_acc", "robust_acc", "zero_gradient_images", "probability_outputs",
+            "left_the_ball", "warnings")
+    return {**{k: report.get(k) for k in keep},
+            "attacks": {name: {k: attack.get(k) for k in ("steps", "seconds", "adv_acc", "robust_acc")}
+                        for name, attack in report["attacks"].items()}}
+
+
+def audit_radius(eps: float, args: argparse.Namespace, out: Path) -> dict:
+    """Every finished trial of the radius's sweep audited, each report written to RESULTS/audit-eps<r>.json as
+    soon as it is done; trials already there (same attacks and images) are not audited again."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    import pandas as pd
+
+    from latune.analysis.results import trial_folders
+
+    experiment = out / "runs" / f"paper_table-mnist-eps{eps:g}"
+    path = args.results / f"audit-eps{eps:g}.json"
+    settings = {"attacks": list(AUDIT_ATTACKS), "images": args.audit_images, "steps": args.audit_steps or None,
+                "split": "test"}
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    audit = saved if {k: saved.get(k) for k in settings} == settings else {**settings, "reports": {}}
+    table = pd.read_parquet(args.results / f"results-eps{eps:g}.parquet")
+    todo = {}
+    for trial_id in table.loc[table["status"] == "TERMINATED", "trial_id"].astype(str):
+        folders = trial_folders(experiment, trial_id)
+        if trial_id not in audit["reports"] and folders:
+            todo[trial_id] = folders[-1]
+    started = time.perf_counter()
+    scratch = out / "audit-scratch"
+    scratch.mkdir(exist_ok=True)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        running = {pool.submit(_audit_trial, folder, args, scratch): trial for trial, folder in todo.items()}
+        for future in as_completed(running):
+            audit["reports"][running[future]] = future.result()
+            write_json_atomic(path, audit)
+    if not path.is_file():
+        write_json_atomic(path, audit)
+    return {"audit": path.name, "audit_s": round(time.perf_counter() - started, 1)}
 
 
 def keep_results(experiment: Path, results: Path, eps: float) -> dict[str, str]:
@@ -198,8 +268,36 @@ def write_tables(results: Path, bootstrap: int | None = None) -> list[str]:
         written.append(report.name)
         body = re.sub(r"^(#+) ", r"#\1 ", text.split("\n", 1)[1].strip(), flags=re.MULTILINE)  # one level down
         parts += [f"## ε = {radius['eps']:g}", "", body, ""]
+        if radius.get("audit") and (results / radius["audit"]).is_file():
+            parts += audit_table(table, json.loads((results / radius["audit"]).read_text())) + [""]
     (results / "tables.md").write_text("\n".join(parts))
     return [*written, "tables.md"]
+
+
+def audit_table(table, audit: dict) -> list[str]:
+    """tables.md's audit section: per trial (arm order, then seed) clean, PGD-40 and APGD-CE robust accuracy
+    on the audited images, APGD-CE's gap below PGD-40 and the checks that fired."""
+    from latune.analysis.report import roles
+
+    finished = table[table["status"] == "TERMINATED"].copy()
+    finished["role"] = roles(finished)
+    finished = finished.sort_values("trial_id", kind="stable")  # the sweep's grid order: Standard arms first
+    steps = f", {audit['steps']} steps each (a smoke test)" if audit.get("steps") else ""
+    images = f"the first {audit['images']}" if audit.get("images") else "all"
+    lines = [f"### Audit: {', '.join(audit['attacks'])} on {images} test images{steps}", "",
+             "Robust accuracy in %; gap = PGD-40 minus APGD-CE, in points (latune audit warns of gradient masking "
+             "above 5).", "", "| arm | seed | trial | clean acc | PGD-40 acc | APGD-CE acc | gap | checks fired |",
+             "|---|---|---|---|---|---|---|---|"]
+    for _, row in finished.iterrows():
+        report = audit["reports"].get(str(row["trial_id"]))
+        if report is None:
+            lines.append(f"| {row['role']} | {row['seed']} | {row['trial_id']} | not audited | | | | |")
+            continue
+        pgd, apgd = (report["attacks"][n]["robust_acc"] for n in ("pgd40", "apgd-ce"))
+        fired = "; ".join(report["warnings"]) or "none"
+        lines.append(f"| {row['role']} | {row['seed']} | {row['trial_id']} | {100 * report['clean_acc']:.1f} | "
+                     f"{100 * pgd:.1f} | {100 * apgd:.1f} | {100 * (pgd - apgd):+.1f} | {fired} |")
+    return lines
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -223,6 +321,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
     parser.add_argument("--bootstrap", type=int, help="bootstrap replicates of the intervals (default: study.json's "
                         "with --tables-only, else 1000)")
+    parser.add_argument("--audit-images", type=int, default=1000, help="test images each trial's audit attacks "
+                        "(the first N; 0: all; default 1000, latune audit's)")
+    parser.add_argument("--audit-steps", type=int, default=0, help="iterations of each audit attack (default 0: "
+                        "PGD-40's 40 and APGD-CE's 100); small values only for smoke tests")
+    parser.add_argument("--no-audit", action="store_true", help="train and report without the audit")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="more config overrides for every trial (repeatable), e.g. eval.every=100")
     parser.add_argument("--small", action="store_true", help="a test-sized run: " + ", ".join(
@@ -243,6 +346,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--radii and --seeds: comma lists of numbers")
     if not all(0 < r <= 1 for r in args.radii) or any(s < 0 for s in args.seeds) or (args.bootstrap or 0) < 0:
         parser.error("--radii: in (0, 1]; --seeds: >= 0; --bootstrap: >= 0")
+    if args.audit_images < 0 or args.audit_steps < 0:
+        parser.error("--audit-images and --audit-steps: >= 0")
     return args
 
 
@@ -257,18 +362,24 @@ def main(argv: list[str] | None = None) -> int:
     if not (source / "t10k-images-idx3-ubyte.gz").is_file():
         raise SystemExit(f"error: --source: {source} has no t10k-images-idx3-ubyte.gz")
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     sizes = split_mnist(source, out / "mnist", args.train_images, args.test_images, args.split_seed)
-    radii = []
-    for eps in args.radii:
-        radii.append(run_radius(eps, args, out / "mnist", out))
-        print(f"eps={eps:g}: sweep {radii[-1]['sweep_s']:.0f} s", flush=True)
     summary = {"images": sizes, "split_seed": args.split_seed, "seeds": args.seeds,
                "epochs": args.epochs or PRESET_EPOCHS, "max_images": args.max_images, "corruptions": args.corruptions,
-               "bootstrap": 1000 if args.bootstrap is None else args.bootstrap, "radii": radii,
-               "wall_s": round(time.perf_counter() - started, 1),
-               "cpus": os.cpu_count()}
-    (args.results / "study.json").write_text(json.dumps(summary, indent=2))
+               "bootstrap": 1000 if args.bootstrap is None else args.bootstrap, "radii": [], "cpus": os.cpu_count()}
+    saved = json.loads((args.results / "study.json").read_text()) if (args.results / "study.json").is_file() else {}
+    if all(saved.get(k) == summary[k] for k in ("images", "split_seed", "seeds", "epochs", "max_images")):
+        summary["radii"] = saved.get("radii", [])  # radii done before, by this same study: kept, in order
+    for eps in args.radii:
+        radius = run_radius(eps, args, out / "mnist", out)
+        earlier = next((r for r in summary["radii"] if r["eps"] == eps), {})
+        if radius["sweep_s"] is None:  # trained by an earlier run of the command: keep its time
+            radius["sweep_s"] = earlier.get("sweep_s")
+        if not args.no_audit:
+            radius.update(audit_radius(eps, args, out))
+            radius["audit_s"] = round(radius["audit_s"] + (earlier.get("audit_s") or 0), 1)
+        summary["radii"] = [r for r in summary["radii"] if r["eps"] != eps] + [radius]
+        write_json_atomic(args.results / "study.json", summary)  # each radius committable as soon as it is done
+        print(f"eps={eps:g}: sweep {radius['sweep_s']} s, audit {radius.get('audit_s')} s", flush=True)
     summary["written"] = write_tables(args.results)
     summary["results"] = str(args.results)
     print(json.dumps(summary))
