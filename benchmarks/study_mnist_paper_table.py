@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import os
 import re
 import shutil
@@ -65,6 +66,8 @@ SMALL = {"train_images": 400, "test_images": 200, "epochs": 1, "seeds": "0", "ra
          "corruptions": "gaussian_noise,fog", "sets": ["eval.steps=5", "attack.steps=2"], "bootstrap": 200,
          "audit_images": 40, "audit_steps": 3}
 AUDIT_ATTACKS = ("pgd40", "apgd-ce")
+# The paper's effects (arXiv 2503.16179, CIFAR-10, Adv+ against Adv): relative change of the class-wise error SD
+PAPER_EFFECTS = {"clean_correct": ("clean", -0.057), "robust_correct": ("PGD", -0.028)}
 
 
 def sweep_seeds(raw: dict) -> list[int]:
@@ -261,17 +264,55 @@ def write_tables(results: Path, bootstrap: int | None = None) -> list[str]:
     written = []
     for radius in study["radii"]:
         table = pd.read_parquet(results / radius["results"])
+        outcomes = read_trial_outcomes(results / radius["outcomes"])
         text = render(table, title=f"paper_table on MNIST, ε = {radius['eps']:g}", pgd_label=pgd_label(table),
-                      outcomes=read_trial_outcomes(results / radius["outcomes"]), replicates=bootstrap)
+                      outcomes=outcomes, replicates=bootstrap)
         report = results / f"report-eps{radius['eps']:g}.md"
         report.write_text(text)
         written.append(report.name)
         body = re.sub(r"^(#+) ", r"#\1 ", text.split("\n", 1)[1].strip(), flags=re.MULTILINE)  # one level down
         parts += [f"## ε = {radius['eps']:g}", "", body, ""]
+        parts += detectability_table(table, outcomes, bootstrap, pgd_label(table)) + [""]
         if radius.get("audit") and (results / radius["audit"]).is_file():
             parts += audit_table(table, json.loads((results / radius["audit"]).read_text())) + [""]
     (results / "tables.md").write_text("\n".join(parts))
     return [*written, "tables.md"]
+
+
+def detectability_table(table, outcomes: dict, replicates: int, pgd: str) -> list[str]:
+    """tables.md's section on what the study could detect: for each arm against its baseline, the relative change
+    of the debiased class-wise error SD (clean and PGD), the smallest change its test images and its seeds would
+    tell from zero (latune.analysis.detectability), and whether an effect the paper's size would stand out."""
+    from latune.analysis.detectability import detectable_change
+    from latune.analysis.report import relative_changes, setting_table
+
+    settings, _ = setting_table(table)
+    pairs = [(int(r["setting"]), int(r["against"])) for standard in (False, True)
+             for _, r in relative_changes(settings, standard=standard).iterrows()]
+    lines = ["### What this study can detect", "",
+             f"Relative change of the debiased class-wise error SD, arm against its baseline, with its 95% interval "
+             f"over test images ({replicates} bootstrap replicates); *images*: half that interval's width; *seeds*: "
+             "the smallest mean change a paired t-test over the seeds would call significant at 5% (before Holm), "
+             "from the spread of the per-seed changes. The paper's effect (arXiv 2503.16179, CIFAR-10, Adv+ against "
+             "Adv) is " + " and ".join(f"{v * 100:+.1f}% ({k})" for k, v in PAPER_EFFECTS.values()) + "; "
+             "*paper-size effect detectable* is yes only when both sizes are below it.", "",
+             "| arm | against | figure | change [95% interval] | images | seeds | paper-size effect detectable |",
+             "|---|---|---|---|---|---|---|"]
+    for arm, base in pairs:
+        treated = {seed: outcomes[t] for t, seed in settings.loc[arm, "trials"] if t in outcomes}
+        reference = {seed: outcomes[t] for t, seed in settings.loc[base, "trials"] if t in outcomes}
+        for kind, (label, effect) in PAPER_EFFECTS.items():
+            found = detectable_change(treated, reference, kind, replicates=replicates) if treated and reference \
+                else None
+            if found is None or not found.baseline > 0:  # e.g. PGD error SD 0: every class 100% wrong undefended
+                continue
+            label = pgd if label == "PGD" else label
+            seeds = f"±{found.seeds_smallest * 100:.1f}%" if math.isfinite(found.seeds_smallest) else "–"
+            lines.append(f"| {settings.loc[arm, 'role']} | {settings.loc[base, 'role']} | {label} SD | "
+                         f"{found.change * 100:+.1f}% [{found.low * 100:+.1f}, {found.high * 100:+.1f}] | "
+                         f"±{found.images_half_width * 100:.1f}% | {seeds} ({found.seeds} seeds) | "
+                         f"{'yes' if found.detects(effect) else 'no'} |")
+    return lines
 
 
 def audit_table(table, audit: dict) -> list[str]:
