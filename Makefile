@@ -8,6 +8,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# test processes (pytest-xdist): much of a test's time is Ray, MLflow or a subprocess starting up, which a second
+# process overlaps with another test's work; worksteal rebalances the minute-long tests. TEST_WORKERS=0: one process
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
 .PHONY: sweep run test test-fast bench docs help clean
 
@@ -24,11 +28,11 @@ run: $(STAMP)
 	$(BIN)/python -m latune.train --data digits --out runs/digits-la
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # the unit layer: leaves out the tests marked slow (end-to-end runs, simulations, big networks: over ~3 s each)
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # `make bench`: bench_train (latune against the public recipe and torchattacks, in fp32 and in bf16 +
 # channels_last, each ratio within one setting) and bench_sweep (Ray's cost with MLflow off, MLflow's cost apart).
@@ -42,7 +46,7 @@ docs: $(STAMP)
 
 help:
 	@echo "make sweep      the main job: the delta_eps_grid sweep on digits, local Ray and MLflow (./mlflow.db)"
-	@echo "make test       the test suite (the docs build included)"
+	@echo "make test       the test suite (the docs build included), 2 processes (TEST_WORKERS=N to change, 0: one)"
 	@echo "make test-fast  the unit layer: the tests not marked slow (minutes)"
 	@echo "make run        train one model on digits into runs/digits-la"
 	@echo "make bench      the training and sweep benchmarks (docs/figures.md)"
