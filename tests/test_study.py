@@ -52,6 +52,8 @@ def test_settings_come_from_the_config_and_the_sweep_file(study):
     assert study.sweep_seeds(raw) == [0, 1, 2]
     args = study._arguments(["--out", "x"])
     assert args.seeds == [0, 1, 2] and args.radii == [study.PRESET_EPS, 0.1]
+    assert args.audit_seeds is None and args.audit_images == 1000  # every trial, latune audit's 1,000 images
+    assert study._arguments(["--out", "x", "--audit-seeds", "0,2"]).audit_seeds == [0, 2]
 
 
 def test_the_sweep_copy_of_another_radius_has_its_delta_eps_arm_there(study, tmp_path):
@@ -125,7 +127,7 @@ def test_tables_only_writes_the_reports_and_tables_from_the_results_files(tmp_pa
     audit = tables.split("### Audit: pgd40, apgd-ce on the first 1000 test images\n")[1]
     assert "| Adv | 0 | a0 | 90.0 | 50.0 | 48.0 | +2.0 | none |" in audit
     assert "| Adv+ δ=ε | 0 | e0 | 90.0 | 70.0 | 10.0 | +60.0 | possible gradient masking" in audit
-    assert "| Adv+ δ=ε | 1 | e1 | not audited |" in audit
+    assert "\nNot audited (1 of 6 trials): Adv+ δ=ε seed 1.\n" in audit
     again = subprocess.run([sys.executable, str(STUDY), "--tables-only", "--results", str(results)],
                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert again.returncode == 0 and (results / "tables.md").read_text() == tables  # reproducible
