@@ -71,7 +71,7 @@ def keep_results(name: str, out: Path, results: Path) -> list[str]:
     """The sweep's results.parquet (and for WITH_OUTCOMES its trials' per-image outcomes) copied under results."""
     import pandas as pd
 
-    from latune.analysis.interval_report import find_outcomes
+    from latune.analysis.interval_report import find_outcomes, save_trial_outcomes
 
     experiment = out / "runs" / f"{name}-digits"
     results.mkdir(parents=True, exist_ok=True)
@@ -81,22 +81,9 @@ def keep_results(name: str, out: Path, results: Path) -> list[str]:
     kept = [f"{name}.parquet"]
     if name in WITH_OUTCOMES:
         found = find_outcomes(experiment, table["trial_id"])
-        np.savez_compressed(results / f"{name}-outcomes.npz", **{
-            f"{trial}.{key}": np.asarray(value) for trial, arrays in found.items() for key, value in arrays.items()})
+        save_trial_outcomes(results / f"{name}-outcomes.npz", found)
         kept.append(f"{name}-outcomes.npz")
     return kept
-
-
-def read_outcomes(path: Path) -> dict[str, dict]:
-    """Trial id -> its outcome arrays, from keep_results' npz (latune.core.outcomes layout)."""
-    found: dict[str, dict] = {}
-    with np.load(path) as data:
-        for name in data.files:
-            trial, _, key = name.rpartition(".")
-            found.setdefault(trial, {})[key] = data[name]
-    for arrays in found.values():
-        arrays["num_classes"], arrays["test_set"] = int(arrays["num_classes"]), str(arrays["test_set"])
-    return found
 
 
 def _number(value) -> str:
@@ -131,6 +118,7 @@ def write_tables(results: Path, bootstrap: int | None = None) -> list[str]:
     """tables.md from RESULTS/figures.json and the files it names alone. Returns the files written."""
     import pandas as pd
 
+    from latune.analysis.interval_report import load_trial_outcomes
     from latune.analysis.report import pgd_label, render
 
     figures = json.loads((results / "figures.json").read_text())
@@ -146,7 +134,7 @@ def write_tables(results: Path, bootstrap: int | None = None) -> list[str]:
         parts += trial_table(table) + [""]
         if sweep.get("outcomes"):
             report = render(table, title=sweep["name"], pgd_label=pgd_label(table),
-                            outcomes=read_outcomes(results / sweep["outcomes"]), replicates=bootstrap)
+                            outcomes=load_trial_outcomes(results / sweep["outcomes"]), replicates=bootstrap)
             body = report.split("\n", 1)[1].strip()
             parts += ["### The report (`latune report`)", "",
                       "\n".join(("##" + line) if line.startswith("#") else line for line in body.splitlines()), ""]

@@ -229,27 +229,14 @@ def keep_results(experiment: Path, results: Path, eps: float) -> dict[str, str]:
     copied under ``results``; returns their names there."""
     import pandas as pd
 
-    from latune.analysis.interval_report import find_outcomes
+    from latune.analysis.interval_report import find_outcomes, save_trial_outcomes
 
     results.mkdir(parents=True, exist_ok=True)
     table, outcomes = f"results-eps{eps:g}.parquet", f"outcomes-eps{eps:g}.npz"
     shutil.copyfile(experiment / "results.parquet", results / table)
     found = find_outcomes(experiment, pd.read_parquet(results / table)["trial_id"])
-    np.savez_compressed(results / outcomes, **{f"{trial}.{key}": np.asarray(value)
-                                               for trial, arrays in found.items() for key, value in arrays.items()})
+    save_trial_outcomes(results / outcomes, found)
     return {"results": table, "outcomes": outcomes}
-
-
-def read_trial_outcomes(path: Path) -> dict[str, dict]:
-    """Trial id -> its outcome arrays, from keep_results' npz (latune.core.outcomes layout)."""
-    found: dict[str, dict] = {}
-    with np.load(path) as data:
-        for name in data.files:
-            trial, _, key = name.rpartition(".")
-            found.setdefault(trial, {})[key] = data[name]
-    for arrays in found.values():
-        arrays["num_classes"], arrays["test_set"] = int(arrays["num_classes"]), str(arrays["test_set"])
-    return found
 
 
 def write_tables(results: Path, bootstrap: int | None = None) -> list[str]:
@@ -258,6 +245,7 @@ def write_tables(results: Path, bootstrap: int | None = None) -> list[str]:
     Returns the files written."""
     import pandas as pd
 
+    from latune.analysis.interval_report import load_trial_outcomes
     from latune.analysis.report import pgd_label, render
 
     study = json.loads((results / "study.json").read_text())
@@ -267,7 +255,7 @@ def write_tables(results: Path, bootstrap: int | None = None) -> list[str]:
     written = []
     for radius in study["radii"]:
         table = pd.read_parquet(results / radius["results"])
-        outcomes = read_trial_outcomes(results / radius["outcomes"])
+        outcomes = load_trial_outcomes(results / radius["outcomes"])
         text = render(table, title=f"paper_table on MNIST, ε = {radius['eps']:g}", pgd_label=pgd_label(table),
                       outcomes=outcomes, replicates=bootstrap)
         report = results / f"report-eps{radius['eps']:g}.md"

@@ -18,7 +18,7 @@ from latune.analysis.results import trial_folders
 from latune.analysis.verdicts import change_lines, measure_change
 from latune.core.outcomes import OUTCOMES_FILE, read_outcomes
 
-__all__ = ["find_outcomes", "interval_lines", "KINDS", "FIGURE_LABELS"]
+__all__ = ["find_outcomes", "save_trial_outcomes", "load_trial_outcomes", "interval_lines", "KINDS", "FIGURE_LABELS"]
 
 # (per-image outcome kind, its label in the tables)
 KINDS = (("clean_correct", "clean"), ("robust_correct", "{pgd}"), ("corruption_correct", "corr."))
@@ -40,6 +40,29 @@ def find_outcomes(experiment: str | Path, trial_ids: Iterable[str]) -> dict[str,
                 except ValueError:
                     continue
                 break
+    return found
+
+
+def save_trial_outcomes(path: str | Path, found: Mapping[str, Mapping[str, Any]]) -> None:
+    """find_outcomes' trial id -> outcome arrays as one compressed npz (``TRIAL.ARRAY`` keys), e.g. to commit a
+    study's per-image outcomes beside its results table; load_trial_outcomes reads it back."""
+    import numpy as np
+
+    np.savez_compressed(path, **{f"{trial}.{key}": np.asarray(value)
+                                 for trial, arrays in found.items() for key, value in arrays.items()})
+
+
+def load_trial_outcomes(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Trial id -> its outcome arrays (latune.core.outcomes layout), from save_trial_outcomes' file."""
+    import numpy as np
+
+    found: dict[str, dict[str, Any]] = {}
+    with np.load(path) as data:
+        for name in data.files:
+            trial, _, key = name.rpartition(".")
+            found.setdefault(trial, {})[key] = data[name]
+    for arrays in found.values():
+        arrays["num_classes"], arrays["test_set"] = int(arrays["num_classes"]), str(arrays["test_set"])
     return found
 
 
